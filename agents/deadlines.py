@@ -1,0 +1,63 @@
+"""The deadline timer: on every worker, turn due deadlines of the partitions it actively
+owns into DeadlineReached events in the saga's own stream.
+
+It skips ticks while the worker rebalances or recovers tables. A deadline fired by a worker
+that then died is fired again by the partition's next owner: the event id is derived from
+the deadline, so the saga applies it once, and ignores it if it has moved on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from domain import ids
+from domain.messages import DeadlineReached
+from orchestrator.app import app, cfg
+from orchestrator.metrics import METRICS
+from streams.partner_saga import saga_events
+from tables.deadline_index import due_entries
+from tables.partner_saga import deadlines
+from wire.internal import SagaEnvelope
+
+__all__ = ["fire_due_deadlines"]
+
+log = logging.getLogger(__name__)
+
+# index key -> when this worker fired it. The entry leaves the index when the saga agent
+# applies the event; until then a re-fire waits REFIRE_AFTER_S (the first send may be
+# still queued behind a busy stream).
+_fired: dict[bytes, float] = {}
+REFIRE_AFTER_S = 30.0
+
+
+async def fire_due(now: float) -> int:
+    fired = 0
+    still_due: set[bytes] = set()
+    for _partition, key, f in due_entries(deadlines, now):
+        still_due.add(key)
+        last = _fired.get(key)
+        if last is not None and now - last < REFIRE_AFTER_S:
+            continue
+        ev = DeadlineReached(
+            event_id=ids.deadline_event_id(f["saga_id"], f["step"], f["phase"], f["kind"],
+                                           f["attempt"], f["due_at"]),
+            saga_id=f["saga_id"], step=f["step"], phase=f["phase"], kind=f["kind"],
+            attempt=f["attempt"],
+        )
+        await saga_events.send(key=f["saga_id"].encode(),
+                               value=SagaEnvelope(event=ev, received_at=f["due_at"]).model_dump_json().encode())
+        _fired[key] = now
+        fired += 1
+    for key in [k for k in _fired if k not in still_due]:
+        del _fired[key]
+    if fired:
+        METRICS.inc("timeouts_fired_total", fired)
+    return fired
+
+
+@app.timer(interval=cfg.deadline_tick_s, name="deadline-timer")
+async def fire_due_deadlines() -> None:
+    if app.rebalancing or app.in_recovery:
+        return
+    await fire_due(time.time())

@@ -1,0 +1,60 @@
+"""The partner -> saga index: finds the saga of a participant event that names only a partner.
+
+A PartnerCreated that names a saga (sagaid, or the correlationid of an HTTP-started saga)
+registers its partner with that saga; one that names none opens the partner's own saga.
+A partner has one partner-creation saga: a second PartnerCreated for it goes to the saga it
+already has, which records it as a duplicate.
+"""
+
+from __future__ import annotations
+
+
+from pydantic import ValidationError
+
+from domain import ids
+from orchestrator.app import app
+from orchestrator.metrics import METRICS
+from streams.partner_saga import partner_routing, saga_events
+from tables.partner_saga import partner_sagas
+from wire.cloudevents import Inbound
+from wire.internal import PartnerRouted, SagaEnvelope
+
+from agents.dead_letters import dead_letter
+
+__all__ = ["route_partner_events"]
+
+
+def saga_for(msg: PartnerRouted, known: str | None) -> str | None:
+    if msg.saga_id:
+        return msg.saga_id
+    if msg.type == "PartnerCreated":
+        if msg.correlation_id:
+            return ids.saga_id_for_correlation(msg.correlation_id)
+        return known or ids.saga_id_for_partner(msg.partner_id)
+    return known
+
+
+@app.agent(partner_routing, name="partner-routing")
+async def route_partner_events(stream):  # type: ignore[no-untyped-def]
+    async for event in stream.events():
+        try:
+            msg = PartnerRouted.model_validate_json(event.value)
+        except ValidationError as exc:
+            await dead_letter(event.value, f"invalid routing message: {exc.errors()[0]['msg']}",
+                              origin=partner_routing.get_topic_name())
+            continue
+        known_raw = partner_sagas.get(msg.partner_id)
+        known = known_raw.decode() if known_raw is not None else None
+        saga_id = saga_for(msg, known)
+        if saga_id is None:
+            await dead_letter(msg.raw.encode(), f"no saga to match: no saga for partner {msg.partner_id}",
+                              origin=msg.origin, message_id=msg.event_id)
+            continue
+        if known is None and msg.type == "PartnerCreated":
+            partner_sagas[msg.partner_id] = saga_id.encode()
+        inbound = Inbound(msg.type, msg.event_id, msg.saga_id, msg.correlation_id, msg.partner_id,
+                          msg.fields)
+        envelope = SagaEnvelope(event=inbound.event(saga_id), raw=msg.raw, origin=msg.origin,
+                                received_at=msg.received_at)
+        METRICS.inc("routed_total", type=msg.type)
+        await saga_events.send(key=saga_id.encode(), value=envelope.model_dump_json().encode())

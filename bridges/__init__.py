@@ -1,0 +1,1 @@
+"""Bridges between Pulsar (where the participants are) and Kafka (where Faust works)."""

@@ -1,0 +1,126 @@
+"""Pulsar -> Kafka: participant events into the orchestrator's topics.
+
+Rule that loses nothing: a Pulsar message is acknowledged only after Kafka acknowledged the
+write it became (the routed event, or its dead letter); if that write fails the message is
+negatively acknowledged and Pulsar redelivers it. Decoding and validation happen here, at
+the edge: an invalid message becomes a dead letter (original bytes + reason), and a valid
+one is keyed by its saga (when it names one) or by its partner (see agents/partner_routing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import pulsar
+from faust.types import RecordMetadata
+
+from domain import ids
+from orchestrator.app import app, cfg
+from orchestrator.metrics import METRICS
+from streams.partner_saga import dead_letters, partner_routing, saga_events
+from wire.cloudevents import Inbound, WireError, decode_inbound
+from wire.internal import PartnerRouted, SagaEnvelope
+
+from bridges.pulsar_client import PulsarLink
+
+__all__ = ["LINK", "pump", "route"]
+
+log = logging.getLogger(__name__)
+LINK = PulsarLink(cfg.broker_url)
+
+
+async def route(raw: bytes, origin: str, message_id: str, received_at: float) -> asyncio.Future[RecordMetadata]:
+    """Write one received message to Kafka; return the future of Kafka's acknowledgement."""
+    try:
+        inbound = decode_inbound(raw)
+    except WireError as exc:
+        return await _dead(raw, str(exc), origin, message_id)
+    text = raw.decode()
+    # Replies that name their saga go straight to it, except PartnerCreated, which must pass
+    # the partner index so that later replies naming only the partner find the saga.
+    if inbound.saga_id and inbound.type != "PartnerCreated":
+        return await _to_saga(inbound, inbound.saga_id, text, origin, received_at)
+    if inbound.partner_id:
+        msg = PartnerRouted(type=inbound.type, event_id=inbound.event_id, saga_id=inbound.saga_id,
+                            correlation_id=inbound.correlation_id, partner_id=inbound.partner_id,
+                            fields=inbound.fields, raw=text, origin=origin, received_at=received_at)
+        return await partner_routing.send(key=inbound.partner_id.encode(),
+                                          value=msg.model_dump_json().encode())
+    if inbound.correlation_id:
+        return await _to_saga(inbound, ids.saga_id_for_correlation(inbound.correlation_id), text,
+                              origin, received_at)
+    return await _dead(raw, f"no saga to match: {inbound.type} has no sagaid, correlationid or "
+                       "partner_id", origin, message_id)
+
+
+async def _to_saga(inbound: Inbound, saga_id: str, text: str, origin: str,
+                   received_at: float) -> asyncio.Future[RecordMetadata]:
+    env = SagaEnvelope(event=inbound.event(saga_id), raw=text, origin=origin, received_at=received_at)
+    return await saga_events.send(key=saga_id.encode(), value=env.model_dump_json().encode())
+
+
+async def _dead(raw: bytes, reason: str, origin: str, message_id: str) -> asyncio.Future[RecordMetadata]:
+    METRICS.inc("dead_letters_total", origin=origin.rsplit("/", 1)[-1])
+    log.warning("dead letter from %s: %s", origin, reason)
+    return await dead_letters.send(
+        value=raw,
+        headers={"reason": reason[:1000].encode(), "origin": origin.encode(),
+                 "message_id": message_id.encode(), "dead_lettered_at": f"{time.time():.3f}".encode()},
+    )
+
+
+async def _settle(consumer: Any, msg: pulsar.Message, written: asyncio.Future[RecordMetadata],
+                  slots: asyncio.Semaphore) -> None:
+    try:
+        await written
+    except Exception as exc:  # noqa: BLE001 - any failed write: Pulsar must redeliver
+        log.error("Kafka write failed, Pulsar will redeliver %s: %r", msg.message_id(), exc)
+        consumer.negative_acknowledge(msg)
+    else:
+        await consumer.acknowledge(msg)
+        METRICS.inc("inbound_total")
+    finally:
+        slots.release()
+
+
+async def pump(topic: str) -> None:
+    consumer = await LINK.client.subscribe(
+        topic, cfg.subscription,
+        consumer_type=pulsar.ConsumerType.Shared,
+        initial_position=pulsar.InitialPosition.Earliest,
+        receiver_queue_size=1000,
+        negative_ack_redelivery_delay_ms=1000,
+    )
+    log.info("bridge: consuming %s (subscription %s)", topic, cfg.subscription)
+    slots = asyncio.Semaphore(cfg.bridge_max_in_flight)
+    pending: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            msg = await consumer.receive()
+            await slots.acquire()
+            try:
+                written = await route(msg.data(), topic, str(msg.message_id()), time.time())
+            except Exception:
+                slots.release()
+                consumer.negative_acknowledge(msg)
+                raise
+            task = asyncio.ensure_future(_settle(consumer, msg, written, slots))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+    finally:
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        await consumer.close()
+
+
+@app.task
+async def bridge_partner_events() -> None:
+    await pump(cfg.pulsar_topic(cfg.partner_events_topic))
+
+
+@app.task
+async def bridge_alliance_events() -> None:
+    await pump(cfg.pulsar_topic(cfg.alliance_events_topic))

@@ -1,0 +1,37 @@
+"""The saga's rules: states, transitions and compensations, with no I/O.
+
+Nothing here imports Faust, a broker client or a database driver; `tests/unit` checks
+that, and tests every status against every event type.
+"""
+
+from domain.definition import PARTNER_CREATION, RetryPolicy, SagaDefinition, partner_creation
+from domain.messages import (
+    ALL_EVENT_TYPES,
+    PARTICIPANT_EVENT_TYPES,
+    Command,
+    Destination,
+    PartnerData,
+    SagaEvent,
+)
+from domain.state import TERMINAL, Deadline, SagaState, SagaStatus, Transition
+from domain.transition import Decision, decide
+
+__all__ = [
+    "ALL_EVENT_TYPES",
+    "PARTICIPANT_EVENT_TYPES",
+    "PARTNER_CREATION",
+    "TERMINAL",
+    "Command",
+    "Deadline",
+    "Decision",
+    "Destination",
+    "PartnerData",
+    "RetryPolicy",
+    "SagaDefinition",
+    "SagaEvent",
+    "SagaState",
+    "SagaStatus",
+    "Transition",
+    "decide",
+    "partner_creation",
+]

@@ -1,0 +1,120 @@
+"""The partner-creation saga, declared step by step.
+
+Each step names the command that does it, the replies that say it happened or did not,
+the command that undoes it, and its retry policy. On a business failure (a *Failed reply)
+the steps already done are undone in reverse order; a step whose reply never comes is
+re-sent up to `max_attempts`, then treated as failed. An undo that fails is retried with
+backoff, and if it still fails the saga ends in `compensation_failed`: a person must look.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from domain.messages import Destination
+from domain.state import SagaState, SagaStatus
+
+__all__ = ["PARTNER_CREATION", "Action", "RetryPolicy", "SagaDefinition", "Step", "partner_creation"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    reply_timeout_s: float = 30.0
+    max_attempts: int = 3
+    backoff_s: float = 1.0
+    backoff_max_s: float = 60.0
+
+    def backoff(self, attempt: int) -> float:
+        """Wait before attempt `attempt + 1`: doubles each time, capped."""
+        return float(min(self.backoff_max_s, self.backoff_s * 2 ** max(0, attempt - 1)))
+
+
+@dataclass(frozen=True)
+class Action:
+    command: str
+    destination: Destination
+    succeeded: str
+    failed: str | None
+    data: Callable[[SagaState], dict[str, Any]]
+    policy: RetryPolicy = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    in_progress: SagaStatus
+    done: SagaStatus
+    do: Action
+    undo: Action | None
+
+
+@dataclass(frozen=True)
+class SagaDefinition:
+    name: str
+    steps: tuple[Step, ...]
+
+    def step(self, name: str) -> Step:
+        return next(s for s in self.steps if s.name == name)
+
+    def after(self, name: str) -> Step | None:
+        names = [s.name for s in self.steps]
+        i = names.index(name) + 1
+        return self.steps[i] if i < len(self.steps) else None
+
+    def by_reply(self, event_type: str) -> tuple[Step, str] | None:
+        """The step an event type answers, and what it says: do_ok/do_failed/undo_ok/undo_failed."""
+        for s in self.steps:
+            if s.do.succeeded == event_type:
+                return s, "do_ok"
+            if s.do.failed == event_type:
+                return s, "do_failed"
+            if s.undo and s.undo.succeeded == event_type:
+                return s, "undo_ok"
+            if s.undo and s.undo.failed == event_type:
+                return s, "undo_failed"
+        return None
+
+
+def _partner(s: SagaState) -> dict[str, Any]:
+    return s.partner.model_dump(mode="json")
+
+
+def partner_creation(policies: Mapping[str, RetryPolicy] | None = None) -> SagaDefinition:
+    """The saga, with per-step policies overridden by name (`create_partner`, `revert_partner`, ...)."""
+    p = dict(policies or {})
+    return SagaDefinition(
+        name="partner-creation",
+        steps=(
+            Step(
+                name="create_partner",
+                in_progress=SagaStatus.PARTNER_CREATION_IN_PROGRESS,
+                done=SagaStatus.PARTNER_CREATED,
+                do=Action("CreatePartner", Destination.INTEGRACIONES,
+                          succeeded="PartnerCreated", failed="PartnerCreationFailed",
+                          data=_partner, policy=p.get("create_partner", RetryPolicy())),
+                undo=Action("RevertPartner", Destination.INTEGRACIONES,
+                            succeeded="PartnerReverted", failed="PartnerRevertFailed",
+                            data=lambda s: {"partner_id": s.partner_id},
+                            policy=p.get("revert_partner", RetryPolicy(max_attempts=5))),
+            ),
+            Step(
+                name="create_alliance",
+                in_progress=SagaStatus.ALLIANCE_CREATION_IN_PROGRESS,
+                done=SagaStatus.ALLIANCE_CREATED,
+                do=Action("CreateAlliance", Destination.ALIANZAS,
+                          succeeded="AllianceCreated", failed="AllianceCreationFailed",
+                          data=lambda s: {"partner_id": s.partner_id, **_partner(s)},
+                          policy=p.get("create_alliance", RetryPolicy())),
+                undo=Action("CancelAlliance", Destination.ALIANZAS,
+                            succeeded="AllianceCancelled", failed=None,
+                            data=lambda s: {"partner_id": s.partner_id, "alliance_id": s.alliance_id},
+                            policy=p.get("cancel_alliance", RetryPolicy())),
+            ),
+        ),
+    )
+
+
+PARTNER_CREATION = partner_creation()
+

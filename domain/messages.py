@@ -1,0 +1,193 @@
+"""What flows into a saga (events) and out of it (commands and lifecycle notices).
+
+These are the domain's own words; the wire format (CloudEvents on Pulsar, JSON on Kafka)
+lives in `wire/`, which maps these models to and from bytes.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ALL_EVENT_TYPES",
+    "PARTICIPANT_EVENT_TYPES",
+    "AllianceCancelled",
+    "AllianceCreated",
+    "AllianceCreationFailed",
+    "CancelRequested",
+    "Command",
+    "Destination",
+    "DeadlineReached",
+    "ParticipantEvent",
+    "PartnerCreated",
+    "PartnerCreationFailed",
+    "PartnerData",
+    "PartnerReverted",
+    "PartnerRevertFailed",
+    "RetryRequested",
+    "SagaEvent",
+    "StartSaga",
+]
+
+NonEmpty = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+
+class PartnerData(_Model):
+    nombre: NonEmpty
+    email: Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
+    telefono: Annotated[str, Field(max_length=50)] | None = None
+    direccion: Annotated[str, Field(max_length=500)] | None = None
+
+
+class _Event(_Model):
+    """Every event has an id (deduplication) and the saga it belongs to, once routed."""
+
+    event_id: NonEmpty
+    saga_id: NonEmpty
+    correlation_id: str | None = None
+
+
+# --- from gestion-de-integraciones (partner-events)
+class PartnerCreated(_Event):
+    type: Literal["PartnerCreated"] = "PartnerCreated"
+    partner_id: NonEmpty
+    partner: PartnerData
+
+
+class PartnerCreationFailed(_Event):
+    type: Literal["PartnerCreationFailed"] = "PartnerCreationFailed"
+    reason: Annotated[str, Field(max_length=2000)] = ""
+
+
+class PartnerReverted(_Event):
+    type: Literal["PartnerReverted"] = "PartnerReverted"
+    partner_id: NonEmpty
+
+
+class PartnerRevertFailed(_Event):
+    type: Literal["PartnerRevertFailed"] = "PartnerRevertFailed"
+    partner_id: NonEmpty
+    reason: Annotated[str, Field(max_length=2000)] = ""
+
+
+# --- from gestion-de-alianzas (alliance-events)
+class AllianceCreated(_Event):
+    type: Literal["AllianceCreated"] = "AllianceCreated"
+    partner_id: NonEmpty
+    alliance_id: NonEmpty
+
+
+class AllianceCreationFailed(_Event):
+    type: Literal["AllianceCreationFailed"] = "AllianceCreationFailed"
+    partner_id: NonEmpty
+    reason: Annotated[str, Field(max_length=2000)] = ""
+
+
+class AllianceCancelled(_Event):
+    type: Literal["AllianceCancelled"] = "AllianceCancelled"
+    partner_id: NonEmpty
+    alliance_id: NonEmpty
+
+
+# --- from the orchestrator itself
+class StartSaga(_Event):
+    """A client asked over HTTP for a partner to be created."""
+
+    type: Literal["StartSaga"] = "StartSaga"
+    correlation_id: NonEmpty
+    partner: PartnerData
+
+
+class DeadlineReached(_Event):
+    """The deadline index found that a saga's wait (for a reply, or before a retry) ran out."""
+
+    type: Literal["DeadlineReached"] = "DeadlineReached"
+    step: NonEmpty
+    phase: Literal["forward", "compensation"]
+    kind: Literal["reply", "retry"]
+    attempt: int
+
+
+class RetryRequested(_Event):
+    """An operator asked a saga that needs attention to try its compensation again."""
+
+    type: Literal["RetryRequested"] = "RetryRequested"
+
+
+class CancelRequested(_Event):
+    """An operator asked a live saga to stop and undo what it did."""
+
+    type: Literal["CancelRequested"] = "CancelRequested"
+    reason: Annotated[str, Field(max_length=2000)] = "cancelled by operator"
+
+
+ParticipantEvent = (
+    PartnerCreated
+    | PartnerCreationFailed
+    | PartnerReverted
+    | PartnerRevertFailed
+    | AllianceCreated
+    | AllianceCreationFailed
+    | AllianceCancelled
+)
+SagaEvent = Annotated[
+    PartnerCreated
+    | PartnerCreationFailed
+    | PartnerReverted
+    | PartnerRevertFailed
+    | AllianceCreated
+    | AllianceCreationFailed
+    | AllianceCancelled
+    | StartSaga
+    | DeadlineReached
+    | RetryRequested
+    | CancelRequested,
+    Field(discriminator="type"),
+]
+
+PARTICIPANT_EVENT_TYPES: dict[str, type[_Event]] = {
+    m.model_fields["type"].default: m
+    for m in (
+        PartnerCreated,
+        PartnerCreationFailed,
+        PartnerReverted,
+        PartnerRevertFailed,
+        AllianceCreated,
+        AllianceCreationFailed,
+        AllianceCancelled,
+    )
+}
+ALL_EVENT_TYPES: dict[str, type[_Event]] = {
+    **PARTICIPANT_EVENT_TYPES,
+    **{
+        m.model_fields["type"].default: m
+        for m in (StartSaga, DeadlineReached, RetryRequested, CancelRequested)
+    },
+}
+
+
+class Destination(StrEnum):
+    INTEGRACIONES = "integraciones"
+    ALIANZAS = "alianzas"
+    LIFECYCLE = "lifecycle"
+
+
+class Command(_Model):
+    """Something the saga sends: a command to a participant or a lifecycle notice.
+
+    `command_id` is deterministic (see domain.ids), so a re-send is recognisable.
+    """
+
+    command_id: str
+    saga_id: str
+    correlation_id: str
+    destination: Destination
+    type: str
+    data: dict[str, Any]

@@ -1,0 +1,98 @@
+"""A saga's state: what it did, what it waits for, and what it already answered."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from domain.messages import Command, PartnerData
+
+__all__ = ["TERMINAL", "Applied", "Deadline", "SagaState", "SagaStatus", "Transition"]
+
+
+class SagaStatus(StrEnum):
+    STARTED = "started"
+    PARTNER_CREATION_IN_PROGRESS = "partner_creation_in_progress"
+    PARTNER_CREATED = "partner_created"
+    ALLIANCE_CREATION_IN_PROGRESS = "alliance_creation_in_progress"
+    ALLIANCE_CREATED = "alliance_created"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+    # The undo itself failed after every retry: a person must look (see TROUBLESHOOTING.md).
+    COMPENSATION_FAILED = "compensation_failed"
+
+
+TERMINAL = frozenset(
+    {
+        SagaStatus.COMPLETED,
+        SagaStatus.FAILED,
+        SagaStatus.COMPENSATED,
+        SagaStatus.COMPENSATION_FAILED,
+    }
+)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Deadline(_Frozen):
+    """When the saga stops waiting: for a reply (`reply`) or before re-sending (`retry`)."""
+
+    due_at: float
+    step: str
+    phase: Literal["forward", "compensation"]
+    kind: Literal["reply", "retry"]
+    attempt: int
+
+
+class Applied(_Frozen):
+    """An event already applied, with the commands it produced (re-sent on redelivery)."""
+
+    event_id: str
+    commands: tuple[Command, ...] = ()
+
+
+class Transition(_Frozen):
+    """One status change, for the saga's history."""
+
+    version: int
+    from_status: SagaStatus | None
+    to_status: SagaStatus
+    event_type: str
+    event_id: str
+    at: float
+
+
+class SagaState(_Frozen):
+    saga_id: str
+    correlation_id: str
+    origin: Literal["http", "partner_event"]
+    status: SagaStatus
+    version: int = 1
+    partner: PartnerData
+    partner_id: str | None = None
+    alliance_id: str | None = None
+    # Forward progress: the step being run (or last run) and its attempt number.
+    step: str | None = None
+    attempt: int = 0
+    done_steps: tuple[str, ...] = ()
+    # Compensation progress: the step being undone and its attempt number.
+    undoing: str | None = None
+    undo_attempt: int = 0
+    deadline: Deadline | None = None
+    # Steps whose success arrived after the saga gave up on them, already undone once.
+    late_undone: tuple[str, ...] = ()
+    reason: str | None = None
+    created_at: float
+    updated_at: float
+    applied: tuple[Applied, ...] = ()
+    ignored: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL

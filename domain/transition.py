@@ -1,0 +1,301 @@
+"""The saga's transition function: (state, event, now) -> Decision(state, commands).
+
+Pure: no clock, no I/O. The caller passes `now` and carries out the commands. Applying the
+same event twice changes nothing: the second time the decision is a `duplicate` that
+re-sends the very commands (same ids) the first time produced, in case they were lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from domain import ids
+from domain.definition import PARTNER_CREATION, Action, SagaDefinition, Step
+from domain.messages import (
+    AllianceCreated,
+    CancelRequested,
+    Command,
+    DeadlineReached,
+    Destination,
+    PartnerCreated,
+    RetryRequested,
+    SagaEvent,
+    StartSaga,
+)
+from domain.state import Applied, Deadline, SagaState, SagaStatus, Transition
+
+__all__ = ["APPLIED_MEMORY", "Decision", "decide"]
+
+# How many applied event ids a saga remembers for deduplication. A saga sees a handful of
+# events in its life, so this covers all of them for any realistic saga.
+APPLIED_MEMORY = 32
+
+Outcome = Literal["applied", "duplicate", "ignored", "rejected"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: SagaState | None
+    commands: tuple[Command, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+    outcome: Outcome = "applied"
+    reason: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome in ("applied", "ignored")
+
+
+class _Change:
+    """Accumulates one event's effect on a saga: new field values, transitions, commands."""
+
+    def __init__(self, state: SagaState, event: SagaEvent, now: float, defn: SagaDefinition):
+        self.s = state
+        self.event = event
+        self.now = now
+        self.defn = defn
+        self.version = state.version
+        self.commands: list[Command] = []
+        self.transitions: list[Transition] = []
+
+    def set(self, **fields: Any) -> None:
+        self.s = self.s.model_copy(update=fields)
+
+    def move(self, to: SagaStatus) -> None:
+        self.transitions.append(
+            Transition(version=self.version, from_status=self.s.status, to_status=to,
+                       event_type=self.event.type, event_id=self.event.event_id, at=self.now)
+        )
+        self.set(status=to)
+
+    def send(self, step: Step, action: Action, kind: str, attempt: int) -> None:
+        self.commands.append(
+            Command(command_id=ids.command_id(self.s.saga_id, step.name, kind, attempt),
+                    saga_id=self.s.saga_id, correlation_id=self.s.correlation_id,
+                    destination=action.destination, type=action.command, data=action.data(self.s))
+        )
+
+    def notify(self, kind: str) -> None:
+        self.commands.append(
+            Command(command_id=ids.lifecycle_id(self.s.saga_id, f"{kind}:{self.version}"),
+                    saga_id=self.s.saga_id, correlation_id=self.s.correlation_id,
+                    destination=Destination.LIFECYCLE, type=kind,
+                    data={"status": self.s.status.value, "partner_id": self.s.partner_id,
+                          "alliance_id": self.s.alliance_id, "reason": self.s.reason,
+                          "needs_attention": self.s.status is SagaStatus.COMPENSATION_FAILED})
+        )
+
+    def wait(self, step: Step, phase: Literal["forward", "compensation"],
+             kind: Literal["reply", "retry"], attempt: int, seconds: float) -> None:
+        self.set(deadline=Deadline(due_at=self.now + seconds, step=step.name, phase=phase,
+                                   kind=kind, attempt=attempt))
+
+    # --- forward
+    def start_step(self, step: Step, attempt: int = 1) -> None:
+        if self.s.status is not step.in_progress:
+            self.move(step.in_progress)
+        self.set(step=step.name, attempt=attempt)
+        self.send(step, step.do, "do", attempt)
+        self.wait(step, "forward", "reply", attempt, step.do.policy.reply_timeout_s)
+
+    def step_done(self, step: Step) -> None:
+        self.set(done_steps=(*self.s.done_steps, step.name), deadline=None)
+        self.move(step.done)
+        nxt = self.defn.after(step.name)
+        if nxt is not None:
+            self.start_step(nxt)
+        else:
+            self.move(SagaStatus.COMPLETED)
+            self.notify("SagaCompleted")
+
+    def fail_step(self, reason: str) -> None:
+        self.set(deadline=None, reason=reason)
+        if self._last_undoable() is None:
+            self.move(SagaStatus.FAILED)
+            self.notify("SagaFailed")
+        else:
+            self.move(SagaStatus.COMPENSATING)
+            self.next_undo()
+
+    # --- compensation
+    def _last_undoable(self) -> Step | None:
+        for name in reversed(self.s.done_steps):
+            step = self.defn.step(name)
+            if step.undo is not None:
+                return step
+        return None
+
+    def next_undo(self) -> None:
+        step = self._last_undoable()
+        if step is None:
+            self.set(undoing=None, undo_attempt=0, deadline=None)
+            self.move(SagaStatus.COMPENSATED)
+            self.notify("SagaCompensated")
+            return
+        self.undo(step, 1)
+
+    def undo(self, step: Step, attempt: int) -> None:
+        assert step.undo is not None
+        self.set(undoing=step.name, undo_attempt=attempt)
+        self.send(step, step.undo, "undo", attempt)
+        self.wait(step, "compensation", "reply", attempt, step.undo.policy.reply_timeout_s)
+
+    def undo_failed(self, step: Step, reason: str) -> None:
+        assert step.undo is not None
+        attempt = self.s.undo_attempt
+        if attempt < step.undo.policy.max_attempts:
+            self.set(reason=reason)
+            self.wait(step, "compensation", "retry", attempt, step.undo.policy.backoff(attempt))
+        else:
+            self.set(deadline=None, reason=f"{reason} (gave up after {attempt} attempts)")
+            self.move(SagaStatus.COMPENSATION_FAILED)
+            self.notify("SagaFailed")
+
+    def decision(self, outcome: Outcome = "applied", reason: str | None = None) -> Decision:
+        applied = (*self.s.applied, Applied(event_id=self.event.event_id, commands=tuple(self.commands)))
+        ignored = self.s.ignored + (1 if outcome == "ignored" else 0)
+        self.set(applied=applied[-APPLIED_MEMORY:], version=self.version, updated_at=self.now,
+                 ignored=ignored)
+        return Decision(self.s, tuple(self.commands), tuple(self.transitions), outcome, reason)
+
+
+def decide(state: SagaState | None, event: SagaEvent, now: float,
+           defn: SagaDefinition = PARTNER_CREATION) -> Decision:
+    if state is None:
+        return _open(event, now, defn)
+    for seen in state.applied:
+        if seen.event_id == event.event_id:
+            return Decision(state, seen.commands, (), "duplicate", "event already applied")
+    change = _Change(state, event, now, defn)
+    change.version = state.version + 1
+    reason = _apply(change, event)
+    if reason is not None:
+        change = _Change(state, event, now, defn)
+        change.version = state.version + 1
+        return change.decision("ignored", reason)
+    return change.decision()
+
+
+def _open(event: SagaEvent, now: float, defn: SagaDefinition) -> Decision:
+    """A saga's first event: an HTTP start, or a PartnerCreated that no saga asked for."""
+    if isinstance(event, StartSaga):
+        origin: Literal["http", "partner_event"] = "http"
+        partner_id = None
+    elif isinstance(event, PartnerCreated):
+        origin, partner_id = "partner_event", event.partner_id
+    else:
+        return Decision(None, outcome="rejected", reason=f"no saga {event.saga_id} for {event.type}")
+    state = SagaState(saga_id=event.saga_id, correlation_id=event.correlation_id or event.saga_id,
+                      origin=origin, status=SagaStatus.STARTED, partner=event.partner,
+                      partner_id=partner_id, created_at=now, updated_at=now, version=0)
+    change = _Change(state, event, now, defn)
+    change.version = 1
+    change.transitions.append(Transition(version=1, from_status=None, to_status=SagaStatus.STARTED,
+                                         event_type=event.type, event_id=event.event_id, at=now))
+    change.notify("SagaStarted")
+    first = defn.steps[0]
+    if origin == "http":
+        change.start_step(first)
+    else:
+        change.set(step=first.name, attempt=1)
+        change.move(first.in_progress)
+        change.step_done(first)
+    return change.decision()
+
+
+def _apply(c: _Change, event: SagaEvent) -> str | None:
+    """Apply `event`; return None when applied, or why it was ignored."""
+    s = c.s
+    if isinstance(event, StartSaga):
+        return "saga already started"
+    if isinstance(event, DeadlineReached):
+        return _on_deadline(c, event)
+    if isinstance(event, RetryRequested):
+        if s.status is not SagaStatus.COMPENSATION_FAILED or s.undoing is None:
+            return f"retry only applies to a saga in {SagaStatus.COMPENSATION_FAILED}"
+        c.set(reason=None)
+        c.move(SagaStatus.COMPENSATING)
+        c.undo(c.defn.step(s.undoing), 1)
+        return None
+    if isinstance(event, CancelRequested):
+        if s.terminal or s.status is SagaStatus.COMPENSATING:
+            return f"cannot cancel a saga in {s.status}"
+        c.fail_step(event.reason)
+        return None
+
+    found = c.defn.by_reply(event.type)
+    if found is None:  # pragma: no cover - every SagaEvent type is handled above or here
+        return f"{event.type} answers no step"
+    step, says = found
+    event_partner = getattr(event, "partner_id", None)
+    if s.partner_id is not None and event_partner is not None and event_partner != s.partner_id:
+        return f"{event.type} names partner {event_partner}, saga has {s.partner_id}"
+    current = s.step == step.name and s.status is step.in_progress
+
+    if says == "do_ok":
+        if current:
+            if isinstance(event, PartnerCreated):
+                c.set(partner_id=event.partner_id)
+            if isinstance(event, AllianceCreated):
+                c.set(alliance_id=event.alliance_id)
+            c.step_done(step)
+            return None
+        if step.name in s.done_steps:
+            return f"duplicate {event.type}: step {step.name} already done"
+        if not _started(c.defn, s, step):
+            return f"{event.type} for step {step.name}, which this saga has not started"
+        # The saga gave up on this step, yet it happened: undo it, once.
+        if step.undo is None or step.name in s.late_undone:
+            return f"late {event.type}: already undone"
+        if isinstance(event, AllianceCreated):
+            c.set(alliance_id=event.alliance_id)
+        if isinstance(event, PartnerCreated):
+            c.set(partner_id=event.partner_id)
+        c.set(late_undone=(*s.late_undone, step.name))
+        c.send(step, step.undo, "undo-late", 1)
+        return None
+    if says == "do_failed":
+        if current:
+            c.fail_step(f"{event.type}: {getattr(event, 'reason', '') or 'no reason given'}")
+            return None
+        return f"late {event.type} for step {step.name}, which the saga has left"
+    waiting_undo = (s.status is SagaStatus.COMPENSATING and s.undoing == step.name
+                    and s.deadline is not None and s.deadline.kind == "reply")
+    if says == "undo_ok":
+        if waiting_undo:
+            c.set(done_steps=tuple(n for n in s.done_steps if n != step.name), undoing=None)
+            c.next_undo()
+            return None
+        return f"{event.type} while not waiting for it (status {s.status})"
+    # undo_failed
+    if waiting_undo:
+        c.undo_failed(step, f"{event.type}: {getattr(event, 'reason', '') or 'no reason given'}")
+        return None
+    return f"{event.type} while not waiting for it (status {s.status})"
+
+
+def _started(defn: SagaDefinition, s: SagaState, step: Step) -> bool:
+    if s.step is None:
+        return False
+    names = [x.name for x in defn.steps]
+    return names.index(step.name) <= names.index(s.step)
+
+
+def _on_deadline(c: _Change, ev: DeadlineReached) -> str | None:
+    d = c.s.deadline
+    if d is None or (d.step, d.phase, d.kind, d.attempt) != (ev.step, ev.phase, ev.kind, ev.attempt):
+        return "stale deadline: the saga has moved on"
+    step = c.defn.step(ev.step)
+    if ev.phase == "forward":
+        if ev.attempt < step.do.policy.max_attempts:
+            c.start_step(step, ev.attempt + 1)
+        else:
+            c.fail_step(f"no reply to {step.do.command} after {ev.attempt} attempts")
+        return None
+    if ev.kind == "retry":
+        c.undo(step, ev.attempt + 1)
+        return None
+    assert step.undo is not None
+    c.undo_failed(step, f"no reply to {step.undo.command} within {step.undo.policy.reply_timeout_s}s")
+    return None

@@ -1,0 +1,1 @@
+"""The orchestrator process: configuration, the Faust app and its web views."""

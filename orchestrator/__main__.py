@@ -1,0 +1,30 @@
+"""`python -m orchestrator worker ...`: check the settings and services, then run Faust."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from orchestrator.config import ConfigError, load_settings
+from orchestrator.preflight import check_reachable, ensure_topics
+
+
+def main() -> None:
+    try:
+        cfg = load_settings()
+        if len(sys.argv) > 1 and sys.argv[1] == "worker":
+            cfg.datadir.mkdir(parents=True, exist_ok=True)
+            asyncio.run(ensure_topics(cfg))
+            for warning in check_reachable(cfg):
+                logging.getLogger("orchestrator").warning(warning)
+    except ConfigError as exc:
+        print(f"saga-orchestrator: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    from orchestrator.worker import app
+
+    app.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Settings from the environment, validated once at start-up.
+
+The first version's variables keep their names and meanings (BROKER_URL is Pulsar,
+DATABASE_URL is PostgreSQL, INTEGRACIONES_API_URL and ALIANZAS_API_URL name the two
+participant services). A bad value stops the process with one line naming the variable:
+see `load_settings`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ConfigError", "Settings", "load_settings", "settings"]
+
+
+class ConfigError(SystemExit):
+    """A setting is malformed; the message is the one line shown to the operator."""
+
+
+def _check_url(value: str, schemes: tuple[str, ...], name: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"{name} must look like {schemes[0]}://host:port, got {value!r}")
+    try:
+        parts.port  # noqa: B018 - raises on a non-numeric port
+    except ValueError as exc:
+        raise ValueError(f"{name} has a bad port: {value!r}") from exc
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # The first version's variables.
+    broker_url: str = Field("pulsar://localhost:6650", alias="BROKER_URL")
+    database_url: str = Field(
+        "postgresql://postgres:postgres@localhost:5432/saga_db", alias="DATABASE_URL"
+    )
+    integraciones_api_url: str = Field("http://localhost:5001", alias="INTEGRACIONES_API_URL")
+    alianzas_api_url: str = Field("http://localhost:5002", alias="ALIANZAS_API_URL")
+
+    # Kafka, where Faust keeps its streams and tables.
+    kafka_broker_url: str = Field("kafka://localhost:9092", alias="KAFKA_BROKER_URL")
+    app_id: str = Field("saga-orchestrator", alias="APP_ID", min_length=1)
+    topic_partitions: int = Field(8, alias="TOPIC_PARTITIONS", ge=1, le=1024)
+    table_store: str = Field("rocksdb://", alias="TABLE_STORE")
+    session_timeout_s: float = Field(10.0, alias="KAFKA_SESSION_TIMEOUT", gt=1, le=300)
+    heartbeat_interval_s: float = Field(1.0, alias="KAFKA_HEARTBEAT_INTERVAL", gt=0, le=30)
+
+    # The worker's web server (table views, health).
+    web_host: str = Field("127.0.0.1", alias="WEB_HOST")
+    web_port: int = Field(6066, alias="WEB_PORT", ge=1, le=65535)
+    datadir: Path = Field(Path(".stack/workers/default"), alias="DATADIR")
+
+    # Pulsar topics (persistent://public/default/NAME unless given in full).
+    partner_events_topic: str = Field("partner-events", alias="PARTNER_EVENTS_TOPIC")
+    alliance_events_topic: str = Field("alliance-events", alias="ALLIANCE_EVENTS_TOPIC")
+    integraciones_commands_topic: str = Field(
+        "integraciones-commands", alias="INTEGRACIONES_COMMANDS_TOPIC"
+    )
+    alianzas_commands_topic: str = Field("alianzas-commands", alias="ALIANZAS_COMMANDS_TOPIC")
+    lifecycle_topic: str = Field("saga-lifecycle", alias="SAGA_LIFECYCLE_TOPIC")
+    dead_letter_topic: str = Field("saga-dead-letters", alias="DEAD_LETTER_TOPIC")
+    subscription: str = Field("saga-orchestrator", alias="PULSAR_SUBSCRIPTION")
+    bridge_max_in_flight: int = Field(2000, alias="BRIDGE_MAX_IN_FLIGHT", ge=1, le=100_000)
+
+    # Step policies: how long a step waits for its reply, how often it is tried, and the
+    # backoff between tries of a failed undo. Per-action values override the defaults.
+    reply_timeout_s: float = Field(30.0, alias="SAGA_REPLY_TIMEOUT_S", gt=0)
+    max_attempts: int = Field(3, alias="SAGA_MAX_ATTEMPTS", ge=1, le=100)
+    undo_max_attempts: int = Field(5, alias="SAGA_UNDO_MAX_ATTEMPTS", ge=1, le=100)
+    backoff_s: float = Field(1.0, alias="SAGA_BACKOFF_S", ge=0)
+    backoff_max_s: float = Field(60.0, alias="SAGA_BACKOFF_MAX_S", ge=0)
+    create_partner_timeout_s: float | None = Field(None, alias="SAGA_CREATE_PARTNER_TIMEOUT_S", gt=0)
+    create_alliance_timeout_s: float | None = Field(None, alias="SAGA_CREATE_ALLIANCE_TIMEOUT_S", gt=0)
+    revert_partner_timeout_s: float | None = Field(None, alias="SAGA_REVERT_PARTNER_TIMEOUT_S", gt=0)
+    cancel_alliance_timeout_s: float | None = Field(None, alias="SAGA_CANCEL_ALLIANCE_TIMEOUT_S", gt=0)
+    deadline_tick_s: float = Field(0.2, alias="DEADLINE_TICK_S", gt=0, le=10)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _pulsar(cls, v: str) -> str:
+        return _check_url(v, ("pulsar", "pulsar+ssl"), "BROKER_URL")
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres(cls, v: str) -> str:
+        return _check_url(v, ("postgresql", "postgres"), "DATABASE_URL")
+
+    @field_validator("integraciones_api_url", "alianzas_api_url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        return _check_url(v, ("http", "https"), "participant API URL")
+
+    @field_validator("kafka_broker_url")
+    @classmethod
+    def _kafka(cls, v: str) -> str:
+        for one in v.split(";"):
+            _check_url(one, ("kafka", "aiokafka"), "KAFKA_BROKER_URL")
+        return v
+
+    @field_validator("table_store")
+    @classmethod
+    def _store(cls, v: str) -> str:
+        # The deadline index needs RocksDB's ordered keys (tables/deadline_index.py).
+        if v != "rocksdb://":
+            raise ValueError(f"TABLE_STORE must be rocksdb://, got {v!r}")
+        return v
+
+    def pulsar_topic(self, name: str) -> str:
+        return name if "://" in name else f"persistent://public/default/{name}"
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """host:port[,host:port] for clients that are not Faust."""
+        return ",".join(
+            f"{urlsplit(u).hostname}:{urlsplit(u).port or 9092}"
+            for u in self.kafka_broker_url.split(";")
+        )
+
+
+def load_settings() -> Settings:
+    """Read the environment; a bad value raises ConfigError carrying one readable line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = first.get("loc", ("?",))[0]
+        alias = Settings.model_fields[str(field)].alias if str(field) in Settings.model_fields else field
+        msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        raise ConfigError(f"configuration error: {alias}: {msg}") from None
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return load_settings()

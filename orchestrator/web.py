@@ -1,0 +1,106 @@
+"""HTTP endpoints on the worker's web server (JSON everywhere, errors included)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from faust.web import Request, Response, View
+from pydantic import ConfigDict, Field, ValidationError
+
+from domain import ids
+from domain.messages import PartnerData, StartSaga
+from orchestrator.app import app
+from orchestrator.metrics import METRICS
+from streams.partner_saga import saga_events
+from tables.partner_saga import sagas
+from wire.internal import SagaEnvelope
+
+__all__ = ["HealthView", "MetricsView", "StartPartnerCreation", "SagaStatusView"]
+
+
+class StartRequest(PartnerData):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    correlation_id: str | None = Field(None, min_length=1, max_length=200)
+
+
+def _error(view: View, status: int, message: str, **extra: Any) -> Response:
+    return view.json({"error": message, **extra}, status=status)
+
+
+def _validation_message(exc: ValidationError) -> list[dict[str, str]]:
+    return [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
+
+
+async def _json_body(view: View, request: Request) -> Any:
+    try:
+        return json.loads(await request.read())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _BadRequest(_error(view, 400, f"body is not valid JSON: {exc}")) from exc
+
+
+class _BadRequest(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+@app.page("/api/v1/saga/partner-creation")
+class StartPartnerCreation(View):
+    """Start a saga: 202 with its id. Answered by any worker (it produces an event; POST
+    bodies are not forwarded between workers). Idempotent per correlation_id."""
+
+    async def post(self, request: Request) -> Response:
+        try:
+            body = await _json_body(self, request)
+        except _BadRequest as bad:
+            return bad.response
+        if not isinstance(body, dict):
+            return _error(self, 400, "body must be a JSON object")
+        try:
+            req = StartRequest.model_validate(body)
+        except ValidationError as exc:
+            return _error(self, 422, "invalid request", details=_validation_message(exc))
+        correlation_id = req.correlation_id or str(uuid.uuid4())
+        saga_id = ids.saga_id_for_correlation(correlation_id)
+        partner = PartnerData.model_validate(req.model_dump(exclude={"correlation_id"}))
+        event = StartSaga(event_id=f"start:{saga_id}", saga_id=saga_id, correlation_id=correlation_id,
+                          partner=partner)
+        env = SagaEnvelope(event=event, origin="http", received_at=time.time())
+        written = await saga_events.send(key=saga_id.encode(), value=env.model_dump_json().encode())
+        await written  # durable in Kafka before we answer 202
+        METRICS.inc("http_starts_total")
+        return self.json({"saga_id": saga_id, "correlation_id": correlation_id, "status": "accepted",
+                          "status_url": f"/api/v1/saga/status/{saga_id}"}, status=202)
+
+
+@app.page("/api/v1/saga/status/{saga_id}")
+class SagaStatusView(View):
+    """A saga's live state, from the table, answered by the worker owning its partition."""
+
+    @app.table_route(table=sagas, match_info="saga_id")
+    async def get(self, request: Request, saga_id: str) -> Response:
+        raw = sagas.get(saga_id)
+        if raw is None:
+            if app.rebalancing or app.in_recovery:
+                return _error(self, 503, "partition is being recovered; retry shortly",
+                              saga_id=saga_id)
+            return _error(self, 404, "no such saga", saga_id=saga_id)
+        state = json.loads(raw)
+        state.pop("applied", None)
+        return self.json(state)
+
+
+@app.page("/health")
+class HealthView(View):
+    async def get(self, request: Request) -> Response:
+        return self.json({"status": "ok", "service": "saga-orchestrator"})
+
+
+@app.page("/metrics")
+class MetricsView(View):
+    async def get(self, request: Request) -> Response:
+        return self.text(METRICS.render(), content_type="text/plain; version=0.0.4")
+
+

@@ -1,0 +1,21 @@
+"""The worker module: the app with every topic, table, agent, bridge and view registered.
+
+    python -m orchestrator worker --web-port 6066     (what `make worker` runs)
+"""
+
+from __future__ import annotations
+
+import agents.deadlines
+import agents.partner_routing
+import agents.partner_saga
+import bridges.pulsar_inbound
+import bridges.pulsar_outbound
+import orchestrator.web
+import streams.partner_saga
+import tables.partner_saga
+from orchestrator.app import app
+
+__all__ = ["app"]
+
+_registered = (agents.deadlines, agents.partner_routing, agents.partner_saga, bridges.pulsar_inbound,
+               bridges.pulsar_outbound, orchestrator.web, streams.partner_saga, tables.partner_saga)

@@ -1,0 +1,218 @@
+"""Participant simulators: integraciones (partners) and alianzas (alliances).
+
+Each consumes its command topic and answers on its event topic, like the real services:
+- deduplicates commands by id (a re-sent command gets the same reply, same event id);
+- fails or stays silent for a configurable share of commands, chosen by a hash of the
+  saga id, so a run's outcome is reproducible and countable;
+- echoes `correlationid` and, only if asked, `sagaid` (real services may not).
+
+    python -m simulators.participants [--fail-alliance 0.1] [--no-reply-alliance 0.0] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import signal
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulsar
+import pulsar.asyncio as apulsar
+
+from wire.cloudevents import encode_event
+
+__all__ = ["Behaviour", "Participants", "main"]
+
+log = logging.getLogger("simulators")
+NS = uuid.UUID("0b7f6a0e-7c1d-4d59-9d0e-2f1f7b9a8c11")
+
+
+def _topic(name: str) -> str:
+    return name if "://" in name else f"persistent://public/default/{name}"
+
+
+def _share(saga_id: str, salt: str) -> float:
+    """A stable number in [0, 1) for a saga: the same saga always draws the same outcome."""
+    h = hashlib.blake2b(f"{salt}:{saga_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64
+
+
+@dataclass
+class Behaviour:
+    latency_s: float = 0.0
+    fail_partner: float = 0.0  # share of CreatePartner answered PartnerCreationFailed
+    fail_alliance: float = 0.0  # share of CreateAlliance answered AllianceCreationFailed
+    fail_revert: float = 0.0  # share of RevertPartner attempts answered PartnerRevertFailed
+    no_reply_partner: float = 0.0
+    no_reply_alliance: float = 0.0
+    echo_sagaid: bool = False
+
+
+@dataclass
+class Participants:
+    broker_url: str
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    integraciones_commands: str = _topic("integraciones-commands")
+    alianzas_commands: str = _topic("alianzas-commands")
+    partner_events: str = _topic("partner-events")
+    alliance_events: str = _topic("alliance-events")
+    counts: Counter[str] = field(default_factory=Counter)
+    commands_seen: Counter[str] = field(default_factory=Counter)  # command id -> times received
+    _replies: dict[str, bytes | None] = field(default_factory=dict)
+    _client: apulsar.Client | None = None
+    _producers: dict[str, apulsar.Producer] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        self._client = apulsar.Client(self.broker_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+        for topic in (self.partner_events, self.alliance_events):
+            self._producers[topic] = await self._client.create_producer(
+                topic, batching_enabled=True, batching_max_publish_delay_ms=2, block_if_queue_full=True)
+        for topic, name in ((self.integraciones_commands, "integraciones-sim"),
+                            (self.alianzas_commands, "alianzas-sim")):
+            consumer = await self._client.subscribe(
+                topic, name, consumer_type=pulsar.ConsumerType.Shared,
+                initial_position=pulsar.InitialPosition.Earliest, negative_ack_redelivery_delay_ms=500)
+            self._tasks.append(asyncio.ensure_future(self._serve(consumer)))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.close()
+
+    async def publish(self, topic: str, payload: bytes, key: str | None = None) -> None:
+        await self._producers[topic].send(payload, partition_key=key)
+
+    async def _serve(self, consumer: apulsar.Consumer) -> None:
+        pending: set[asyncio.Task[None]] = set()
+        while True:
+            msg = await consumer.receive()
+            t = asyncio.ensure_future(self._handle(consumer, msg))
+            pending.add(t)
+            t.add_done_callback(pending.discard)
+
+    async def _handle(self, consumer: apulsar.Consumer, msg: pulsar.Message) -> None:
+        try:
+            ce = json.loads(msg.data())
+            if self.behaviour.latency_s:
+                await asyncio.sleep(self.behaviour.latency_s)
+            reply = self._reply_for(ce)
+            if reply is not None:
+                topic, payload, key = reply
+                await self.publish(topic, payload, key)
+        except Exception:  # noqa: BLE001 - a simulator bug must not stall the run: redeliver
+            log.exception("simulator failed on %s; will be redelivered", msg.message_id())
+            consumer.negative_acknowledge(msg)
+            return
+        await consumer.acknowledge(msg)
+
+    def _reply_for(self, ce: dict[str, Any]) -> tuple[str, bytes, str] | None:
+        cmd_id, ctype, data = ce["id"], ce["type"], ce.get("data") or {}
+        self.commands_seen[cmd_id] += 1
+        saga_id, corr = ce.get("sagaid", ""), ce.get("correlationid")
+        if cmd_id in self._replies:  # a re-sent command: answer exactly as before
+            self.counts["duplicate_commands"] += 1
+            cached = self._replies[cmd_id]
+            topic = self.partner_events if ctype in ("CreatePartner", "RevertPartner") else self.alliance_events
+            return (topic, cached, data.get("partner_id") or saga_id) if cached else None
+        b = self.behaviour
+        echo = saga_id if b.echo_sagaid else None
+        event_id = str(uuid.uuid5(NS, f"reply:{cmd_id}"))
+        out: tuple[str, str, dict[str, Any]] | None = None
+        if ctype == "CreatePartner":
+            if _share(saga_id, "no-reply-partner") < b.no_reply_partner:
+                self.counts["partner_silent"] += 1
+            elif _share(saga_id, "fail-partner") < b.fail_partner:
+                self.counts["partner_failed"] += 1
+                out = (self.partner_events, "PartnerCreationFailed", {"reason": "simulated failure"})
+            else:
+                partner_id = str(uuid.uuid5(NS, f"partner:{saga_id}"))
+                self.counts["partner_created"] += 1
+                out = (self.partner_events, "PartnerCreated", {"partner_id": partner_id, **{
+                    k: data.get(k) for k in ("nombre", "email", "telefono", "direccion")}})
+        elif ctype == "RevertPartner":
+            if _share(cmd_id, "fail-revert") < b.fail_revert:
+                self.counts["revert_failed"] += 1
+                out = (self.partner_events, "PartnerRevertFailed",
+                       {"partner_id": data["partner_id"], "reason": "simulated revert failure"})
+            else:
+                self.counts["partner_reverted"] += 1
+                out = (self.partner_events, "PartnerReverted", {"partner_id": data["partner_id"]})
+        elif ctype == "CreateAlliance":
+            if _share(saga_id, "no-reply-alliance") < b.no_reply_alliance:
+                self.counts["alliance_silent"] += 1
+            elif _share(saga_id, "fail-alliance") < b.fail_alliance:
+                self.counts["alliance_failed"] += 1
+                out = (self.alliance_events, "AllianceCreationFailed",
+                       {"partner_id": data["partner_id"], "reason": "simulated failure"})
+            else:
+                self.counts["alliance_created"] += 1
+                out = (self.alliance_events, "AllianceCreated",
+                       {"partner_id": data["partner_id"],
+                        "alliance_id": str(uuid.uuid5(NS, f"alliance:{saga_id}"))})
+        elif ctype == "CancelAlliance":
+            self.counts["alliance_cancelled"] += 1
+            out = (self.alliance_events, "AllianceCancelled",
+                   {"partner_id": data["partner_id"], "alliance_id": data["alliance_id"]})
+        else:
+            self.counts["unknown_commands"] += 1
+            log.warning("simulator: unknown command %s", ctype)
+        if out is None:
+            self._replies[cmd_id] = None
+            return None
+        topic, etype, payload = out
+        source = "/gestion-de-integraciones" if topic == self.partner_events else "/gestion-de-alianzas"
+        body = encode_event(etype, event_id, payload, source=source, saga_id=echo, correlation_id=corr)
+        self._replies[cmd_id] = body
+        return topic, body, payload.get("partner_id") or saga_id
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    env = os.environ.get
+    p.add_argument("--broker-url", default=env("BROKER_URL", "pulsar://localhost:6650"))
+    p.add_argument("--latency", type=float, default=float(env("SIM_LATENCY_S", "0.05")))
+    p.add_argument("--fail-partner", type=float, default=float(env("SIM_FAIL_PARTNER", "0.05")))
+    p.add_argument("--fail-alliance", type=float, default=float(env("SIM_FAIL_ALLIANCE", "0.1")))
+    p.add_argument("--fail-revert", type=float, default=float(env("SIM_FAIL_REVERT", "0.1")))
+    p.add_argument("--no-reply-partner", type=float, default=float(env("SIM_NO_REPLY_PARTNER", "0.0")))
+    p.add_argument("--no-reply-alliance", type=float, default=float(env("SIM_NO_REPLY_ALLIANCE", "0.0")))
+    p.add_argument("--echo-sagaid", action="store_true", default=env("SIM_ECHO_SAGAID", "") == "1")
+    return p
+
+
+async def _run(args: argparse.Namespace) -> None:
+    sims = Participants(args.broker_url, Behaviour(
+        latency_s=args.latency, fail_partner=args.fail_partner, fail_alliance=args.fail_alliance,
+        fail_revert=args.fail_revert, no_reply_partner=args.no_reply_partner,
+        no_reply_alliance=args.no_reply_alliance, echo_sagaid=args.echo_sagaid))
+    await sims.start()
+    log.info("participant simulators up on %s: %s", args.broker_url, sims.behaviour)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=30)
+        except TimeoutError:
+            log.info("simulators so far: %s", dict(sims.counts))
+    await sims.stop()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(_run(_parser().parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# The local stack: Apache Kafka (one KRaft node), a Pulsar-protocol broker and PostgreSQL,
+# run as plain processes (no Docker engine needed). Data, logs and pid files live under
+# $STACK_DIR (default: .stack/ in the repository, git-ignored).
+#
+#   stack/stack.sh up|down|status|logs|clean [component...]
+#
+# Components: kafka pulsar postgres (default: all). Every `up` is idempotent and waits,
+# bounded, until each component answers. Ports and paths are overridable by environment.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK_DIR="${STACK_DIR:-$ROOT/.stack}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_HEAP="${KAFKA_HEAP:--Xms256m -Xmx1g}"
+PULSAR_PORT="${PULSAR_PORT:-6650}"
+PULSAR_WEB_PORT="${PULSAR_WEB_PORT:-8080}"
+PULSAR_IMPL="${PULSAR_IMPL:-lite}"
+PG_PORT="${PG_PORT:-5432}"
+PG_DB="${PG_DB:-saga_db}"
+PG_PASSWORD="${PG_PASSWORD:-postgres}"
+WAIT_SECONDS="${WAIT_SECONDS:-60}"
+UV="${UV:-uv}"
+
+LOGS="$STACK_DIR/logs"
+RUN="$STACK_DIR/run"
+CACHE="$STACK_DIR/cache"
+
+say() { printf '%s\n' "stack: $*"; }
+die() { printf '%s\n' "stack: ERROR: $*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+port_owner() {
+    # One line naming what listens on a port, for error messages.
+    if command -v ss >/dev/null 2>&1; then
+        ss -ltnpH "sport = :$1" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/p' | head -1
+    fi
+}
+
+pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_port() { # name port pidfile log
+    local name=$1 port=$2 pidfile=$3 log=$4 i
+    for ((i = 0; i < WAIT_SECONDS * 4; i++)); do
+        if port_open "$port"; then return 0; fi
+        if [[ -n "$pidfile" ]] && ! pid_alive "$pidfile"; then
+            tail -n 20 "$log" >&2 || true
+            die "$name exited during start-up; its log is $log (last lines above)"
+        fi
+        sleep 0.25
+    done
+    die "$name did not listen on 127.0.0.1:$port within ${WAIT_SECONDS}s; see $log"
+}
+
+refuse_busy_port() { # name port
+    if port_open "$2"; then
+        local owner; owner="$(port_owner "$2")"
+        die "port $2 for $1 is taken by ${owner:-another process}; stop it or set the port variable (see TROUBLESHOOTING.md)"
+    fi
+}
+
+stop_pidfile() { # name pidfile
+    local name=$1 pidfile=$2 pid i
+    if ! pid_alive "$pidfile"; then rm -f "$pidfile"; say "$name not running"; return 0; fi
+    pid="$(cat "$pidfile")"
+    kill "$pid" 2>/dev/null || true
+    for ((i = 0; i < 120; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.25
+    done
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; say "$name killed (did not stop in 30s)"; fi
+    rm -f "$pidfile"
+    say "$name stopped"
+}
+
+# ---------------------------------------------------------------- kafka
+kafka_lib() { printf '%s' "$CACHE/kafka-lib"; }
+
+kafka_resolve() {
+    local lib; lib="$(kafka_lib)"
+    if [[ -f "$lib/.complete" && "$lib/.complete" -nt "$ROOT/stack/kafka/pom.xml" ]]; then return 0; fi
+    command -v mvn >/dev/null 2>&1 || die "Maven (mvn) is missing: it resolves Kafka's jars. Install it: apt-get install -y maven"
+    say "resolving Apache Kafka jars from Maven Central (first run only)"
+    rm -rf "$lib"
+    mvn -q -B -f "$ROOT/stack/kafka/pom.xml" dependency:copy-dependencies \
+        -DoutputDirectory="$lib" -DincludeScope=runtime >"$LOGS/kafka-resolve.log" 2>&1 \
+        || { tail -n 20 "$LOGS/kafka-resolve.log" >&2; die "Maven could not resolve Kafka's jars; see $LOGS/kafka-resolve.log"; }
+    touch "$lib/.complete"
+}
+
+kafka_up() {
+    local pidfile="$RUN/kafka.pid" data="$STACK_DIR/kafka/data" conf="$STACK_DIR/kafka/server.properties"
+    if pid_alive "$pidfile"; then say "kafka already running (pid $(cat "$pidfile")) on 127.0.0.1:$KAFKA_PORT"; return 0; fi
+    command -v java >/dev/null 2>&1 || die "Java is missing: Kafka needs a JDK 17+. Install it: apt-get install -y openjdk-17-jdk-headless"
+    refuse_busy_port kafka "$KAFKA_PORT"
+    refuse_busy_port "kafka controller" "$KAFKA_CONTROLLER_PORT"
+    kafka_resolve
+    mkdir -p "$data"
+    sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+        -e "s#@DATA@#$data#g" "$ROOT/stack/kafka/server.properties" >"$conf"
+    local cp; cp="$(kafka_lib)/*"
+    if [[ ! -f "$data/meta.properties" ]]; then
+        local cluster_id; cluster_id="$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null)"
+        java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" -c "$conf" --standalone \
+            >"$LOGS/kafka-format.log" 2>&1 || die "formatting Kafka storage failed; see $LOGS/kafka-format.log"
+    fi
+    # shellcheck disable=SC2086
+    nohup java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$ROOT/stack/kafka/log4j2.yaml" \
+        -cp "$cp" kafka.Kafka "$conf" >"$LOGS/kafka.log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+    wait_port kafka "$KAFKA_PORT" "$pidfile" "$LOGS/kafka.log"
+    local i
+    for ((i = 0; i < WAIT_SECONDS * 4; i++)); do
+        grep -q "Kafka Server started" "$LOGS/kafka.log" && break
+        pid_alive "$pidfile" || die "kafka exited during start-up; see $LOGS/kafka.log"
+        sleep 0.25
+    done
+    grep -q "Kafka Server started" "$LOGS/kafka.log" || die "kafka did not report started within ${WAIT_SECONDS}s; see $LOGS/kafka.log"
+    say "kafka up: Apache Kafka $(kafka_version) (KRaft, 1 node) on 127.0.0.1:$KAFKA_PORT, pid $(cat "$pidfile")"
+}
+
+kafka_version() { sed -n 's/.*<kafka.version>\(.*\)<\/kafka.version>.*/\1/p' "$ROOT/stack/kafka/pom.xml"; }
+
+kafka_down() { stop_pidfile kafka "$RUN/kafka.pid"; }
+
+# ---------------------------------------------------------------- pulsar
+pulsar_lite_bin() {
+    "$UV" run --no-sync python -c 'from pulsar_lite.binary_finder import find_pulsar_lite_binary as f; print(f())' 2>/dev/null \
+        || die "the pulsar-lite package is missing: run 'uv sync' (make dev-up does) first"
+}
+
+pulsar_up() {
+    if [[ "$PULSAR_IMPL" == apache ]]; then
+        [[ -x "$ROOT/stack/pulsar-apache/run.sh" ]] || die "PULSAR_IMPL=apache but stack/pulsar-apache/run.sh is missing"
+        STACK_DIR="$STACK_DIR" PULSAR_PORT="$PULSAR_PORT" PULSAR_WEB_PORT="$PULSAR_WEB_PORT" \
+            "$ROOT/stack/pulsar-apache/run.sh" start
+        return
+    fi
+    [[ "$PULSAR_IMPL" == lite ]] || die "PULSAR_IMPL must be 'lite' or 'apache', not '$PULSAR_IMPL'"
+    local pidfile="$RUN/pulsar.pid"
+    if pid_alive "$pidfile"; then say "pulsar already running (pid $(cat "$pidfile")) on 127.0.0.1:$PULSAR_PORT"; return 0; fi
+    refuse_busy_port pulsar "$PULSAR_PORT"
+    local bin; bin="$(pulsar_lite_bin)"
+    mkdir -p "$STACK_DIR/pulsar"
+    nohup "$bin" --config "$ROOT/stack/pulsar/pulsar-lite.toml" --addr "127.0.0.1:$PULSAR_PORT" \
+        --db-path "$STACK_DIR/pulsar/data" >"$LOGS/pulsar.log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+    wait_port pulsar "$PULSAR_PORT" "$pidfile" "$LOGS/pulsar.log"
+    say "pulsar up: pulsar-lite (Pulsar binary protocol) on pulsar://127.0.0.1:$PULSAR_PORT, pid $(cat "$pidfile")"
+}
+
+pulsar_down() {
+    if [[ -x "$ROOT/stack/pulsar-apache/run.sh" && -f "$STACK_DIR/pulsar-apache.pid" ]]; then
+        STACK_DIR="$STACK_DIR" "$ROOT/stack/pulsar-apache/run.sh" stop
+    fi
+    stop_pidfile pulsar "$RUN/pulsar.pid"
+}
+
+# ---------------------------------------------------------------- postgres
+pg_bindir() {
+    local d
+    for d in /usr/lib/postgresql/*/bin; do [[ -x "$d/initdb" ]] && { printf '%s' "$d"; return 0; }; done
+    return 1
+}
+
+pg_install() {
+    pg_bindir >/dev/null && return 0
+    if [[ "$(id -u)" -ne 0 ]]; then die "PostgreSQL server is missing. Install it: sudo apt-get install -y postgresql"; fi
+    say "installing PostgreSQL (Debian package postgresql)"
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; } \
+        >"$LOGS/postgres-install.log" 2>&1 || die "apt-get install postgresql failed; see $LOGS/postgres-install.log"
+    # The package starts a cluster of its own on 5432; ours is the one to use.
+    pg_ctlcluster --help >/dev/null 2>&1 && for c in $(pg_lsclusters -h 2>/dev/null | awk '{print $1"/"$2}'); do
+        pg_ctlcluster "${c%/*}" "${c#*/}" stop >/dev/null 2>&1 || true
+    done
+    pg_bindir >/dev/null || die "PostgreSQL installed but no initdb found under /usr/lib/postgresql"
+}
+
+as_pg() { # run a command as the postgres user when we are root (the server refuses root)
+    if [[ "$(id -u)" -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_datadir() {
+    # The server runs as 'postgres' when we are root; that user may not be able to reach a
+    # checkout under /root, so the cluster then lives in /var/tmp with a link from the stack dir.
+    local want="$STACK_DIR/postgres"
+    if [[ -L "$want" || "$(id -u)" -ne 0 ]]; then printf '%s' "$want"; return; fi
+    mkdir -p "$want.probe"; chmod 777 "$want.probe"
+    if runuser -u postgres -- test -w "$want.probe"; then rmdir "$want.probe"; printf '%s' "$want"; return; fi
+    rmdir "$want.probe"
+    local alt; alt="/var/tmp/saga-orchestrator-pg-$(printf '%s' "$STACK_DIR" | md5sum | cut -c1-12)"
+    mkdir -p "$alt"; chown postgres "$alt"; ln -sfn "$alt" "$want"
+    printf '%s' "$want"
+}
+
+pg_up() {
+    local bindir data
+    pg_install
+    bindir="$(pg_bindir)"
+    data="$(pg_datadir)"
+    if as_pg "$bindir/pg_ctl" -D "$data/" status >/dev/null 2>&1; then
+        say "postgres already running on 127.0.0.1:$PG_PORT"; pg_ensure_db "$bindir"; return 0
+    fi
+    refuse_busy_port postgres "$PG_PORT"
+    if [[ ! -f "$data/PG_VERSION" ]]; then
+        mkdir -p "$data"; [[ "$(id -u)" -eq 0 ]] && chown postgres "$data/"
+        local pwfile; pwfile="$(mktemp)"; printf '%s\n' "$PG_PASSWORD" >"$pwfile"; chmod 644 "$pwfile"
+        as_pg "$bindir/initdb" -D "$data/" -U postgres --auth=scram-sha-256 --pwfile="$pwfile" -E UTF8 \
+            >"$LOGS/postgres-initdb.log" 2>&1 || { rm -f "$pwfile"; die "initdb failed; see $LOGS/postgres-initdb.log"; }
+        rm -f "$pwfile"
+    fi
+    touch "$LOGS/postgres.log"; [[ "$(id -u)" -eq 0 ]] && chown postgres "$LOGS/postgres.log"
+    as_pg "$bindir/pg_ctl" -D "$data/" -l "$LOGS/postgres.log" -w -t "$WAIT_SECONDS" \
+        -o "-h 127.0.0.1 -p $PG_PORT -k /tmp -c max_connections=200 -c fsync=on" start >/dev/null \
+        || { tail -n 20 "$LOGS/postgres.log" >&2; die "postgres did not start; see $LOGS/postgres.log"; }
+    pg_ensure_db "$bindir"
+    say "postgres up: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT, database $PG_DB"
+}
+
+pg_ensure_db() {
+    local bindir=$1
+    if ! PGPASSWORD="$PG_PASSWORD" "$bindir/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc \
+        "SELECT 1 FROM pg_database WHERE datname='$PG_DB'" postgres | grep -q 1; then
+        PGPASSWORD="$PG_PASSWORD" "$bindir/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "$PG_DB" \
+            || die "could not create database $PG_DB"
+    fi
+}
+
+pg_down() {
+    local bindir data
+    bindir="$(pg_bindir)" || { say "postgres not installed"; return 0; }
+    data="$STACK_DIR/postgres"
+    if [[ -f "$data/PG_VERSION" ]] && as_pg "$bindir/pg_ctl" -D "$data/" status >/dev/null 2>&1; then
+        as_pg "$bindir/pg_ctl" -D "$data/" -m fast -w stop >/dev/null && say "postgres stopped"
+    else
+        say "postgres not running"
+    fi
+}
+
+# ---------------------------------------------------------------- commands
+status_line() { # name port pidfile-or-empty
+    local name=$1 port=$2 pidfile=$3 state="down"
+    if port_open "$port"; then
+        state="up"
+        if [[ -n "$pidfile" ]] && ! pid_alive "$pidfile"; then state="up (port held by $(port_owner "$port"), not by this stack)"; fi
+    fi
+    printf '  %-9s %-5s 127.0.0.1:%s\n' "$name" "$state" "$port"
+}
+
+cmd_status() {
+    say "stack dir $STACK_DIR"
+    status_line kafka "$KAFKA_PORT" "$RUN/kafka.pid"
+    local ppid="$RUN/pulsar.pid"; [[ -f "$STACK_DIR/pulsar-apache.pid" ]] && ppid="$STACK_DIR/pulsar-apache.pid"
+    status_line pulsar "$PULSAR_PORT" "$ppid"
+    status_line postgres "$PG_PORT" ""
+}
+
+main() {
+    local cmd=${1:-status}; shift || true
+    local comps=("$@"); [[ ${#comps[@]} -gt 0 ]] || comps=(kafka pulsar postgres)
+    mkdir -p "$LOGS" "$RUN" "$CACHE"
+    case "$cmd" in
+        up) for c in "${comps[@]}"; do case $c in kafka) kafka_up ;; pulsar) pulsar_up ;; postgres) pg_up ;; *) die "unknown component $c" ;; esac; done ;;
+        down) for c in "${comps[@]}"; do case $c in kafka) kafka_down ;; pulsar) pulsar_down ;; postgres) pg_down ;; *) die "unknown component $c" ;; esac; done ;;
+        status) cmd_status ;;
+        logs) exec tail -n 50 -F "$LOGS"/*.log ;;
+        clean)
+            main down
+            rm -rf "$STACK_DIR/kafka" "$STACK_DIR/pulsar" "$LOGS" "$RUN" "$STACK_DIR/workers"
+            if [[ -L "$STACK_DIR/postgres" ]]; then rm -rf "$(readlink "$STACK_DIR/postgres")"; fi
+            rm -rf "$STACK_DIR/postgres"
+            say "local data removed (the jar cache in $CACHE is kept)" ;;
+        *) die "usage: stack.sh up|down|status|logs|clean [kafka|pulsar|postgres ...]" ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,1 @@
+"""Kafka topics of the orchestrator, one module per saga."""

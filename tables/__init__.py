@@ -1,0 +1,1 @@
+"""Changelog-backed Faust tables, one module per saga."""

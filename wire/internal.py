@@ -1,0 +1,41 @@
+"""The envelope of a saga event on the orchestrator's Kafka topics.
+
+It carries the routed domain event and, for events that came from a participant, the
+original bytes, so that an event rejected later (no saga to match) still reaches the
+dead-letter topic as it was received.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from domain.messages import SagaEvent
+
+__all__ = ["PartnerRouted", "SagaEnvelope"]
+
+
+class SagaEnvelope(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event: SagaEvent
+    raw: str | None = None  # original message text, participant events only
+    origin: str | None = None  # where it came from (Pulsar topic), for dead letters
+    received_at: float | None = None  # when the bridge received it (latency metrics)
+
+
+class PartnerRouted(BaseModel):
+    """A participant event keyed by partner id, on its way to the partner -> saga index."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    event_id: str
+    saga_id: str | None
+    correlation_id: str | None
+    partner_id: str
+    fields: dict[str, Any]
+    raw: str
+    origin: str
+    received_at: float
