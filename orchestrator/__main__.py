@@ -14,9 +14,10 @@ def main() -> None:
     try:
         cfg = load_settings()
         if len(sys.argv) > 1 and sys.argv[1] == "worker":
+            warnings = check_reachable(cfg)
             cfg.datadir.mkdir(parents=True, exist_ok=True)
             asyncio.run(ensure_topics(cfg))
-            for warning in check_reachable(cfg):
+            for warning in warnings:
                 logging.getLogger("orchestrator").warning(warning)
     except ConfigError as exc:
         print(f"saga-orchestrator: {exc}", file=sys.stderr)

@@ -13,6 +13,10 @@ __all__ = ["app", "create_app", "cfg"]
 def create_app(cfg: Settings) -> faust.App:
     return faust.App(
         cfg.app_id,
+        # Faust reads its settings from the environment too, and environment wins, under
+        # names such as BROKER_URL (ours is Pulsar's) and WEB_PORT. A prefix keeps Faust to
+        # FAUST_*; everything below comes from our own validated settings.
+        env_prefix="FAUST_",
         broker=cfg.kafka_broker_url,
         store=cfg.table_store,
         topic_partitions=cfg.topic_partitions,

@@ -21,7 +21,7 @@ PG_PORT="${PG_PORT:-5432}"
 PG_DB="${PG_DB:-saga_db}"
 PG_PASSWORD="${PG_PASSWORD:-postgres}"
 WAIT_SECONDS="${WAIT_SECONDS:-60}"
-UV="${UV:-uv}"
+UV="${UV:-$ROOT/stack/uv.sh}"
 
 LOGS="$STACK_DIR/logs"
 RUN="$STACK_DIR/run"

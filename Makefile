@@ -1,0 +1,64 @@
+# Saga orchestrator: every target installs what it needs first (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export STACK_DIR ?= $(CURDIR)/.stack
+UV := $(CURDIR)/stack/uv.sh
+WEB_PORT ?= 6066
+PYTEST_ARGS ?=
+
+.PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit lint \
+        compose-config compose-up compose-down
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+setup: ## check Java/Maven/Python and install the Python environment (uv sync)
+	@./stack/setup.sh
+
+dev-up: setup ## start the local stack: Kafka, Pulsar, PostgreSQL (idempotent)
+	@./stack/stack.sh up
+
+dev-down: ## stop the local stack
+	@./stack/stack.sh down
+
+status: ## what runs where (stack, and the worker's /health)
+	@./stack/stack.sh status
+	@printf '  %-9s ' worker; curl -fsS --max-time 2 http://127.0.0.1:$(WEB_PORT)/health 2>/dev/null && echo || echo "down (http://127.0.0.1:$(WEB_PORT)/health)"
+
+logs: ## follow the stack's and the demo's logs
+	@./stack/stack.sh logs
+
+clean: ## stop the stack and delete its data, logs and worker datadirs (keeps the jar cache)
+	@./stack/stack.sh clean
+	@rm -rf .pytest_cache .ruff_cache .mypy_cache
+
+run: dev-up ## orchestrator + participant simulators + demo sagas on the local stack (DEMO=0: no demo load)
+	@./stack/run.sh
+
+worker: dev-up ## the orchestrator worker alone, as deployed (web on 127.0.0.1:$(WEB_PORT))
+	@DATADIR=$${DATADIR:-$(STACK_DIR)/workers/worker} $(UV) run --no-sync python -m orchestrator worker -l info --web-host $${WEB_HOST:-127.0.0.1} --web-port $(WEB_PORT)
+
+simulators: setup ## the participant simulators alone (see python -m simulators.participants --help)
+	@$(UV) run --no-sync python -m simulators.participants
+
+monitor: setup ## saga lifecycle events as they happen
+	@$(UV) run --no-sync python -m orchestrator.monitor
+
+test: dev-up ## the whole suite (unit, integration, end to end) on the local stack
+	@$(UV) run --no-sync pytest $(PYTEST_ARGS)
+
+unit: setup ## unit tests only (no stack needed)
+	@$(UV) run --no-sync pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup ## ruff and mypy
+	@$(UV) run --no-sync ruff check .
+	@$(UV) run --no-sync mypy
+
+compose-config: ## validate docker-compose.yml (needs the docker client)
+	@docker compose config --quiet && echo "docker-compose.yml is valid"
+
+compose-up: ## the same stack and the orchestrator in containers (needs a Docker engine)
+	@docker compose up -d
+
+compose-down: ## stop the containers
+	@docker compose down

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make run`: the orchestrator worker in the foreground, with the participant simulators
+# and (unless DEMO=0) a trickle of demo sagas in the background. Ctrl-C stops all three.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK_DIR="${STACK_DIR:-$ROOT/.stack}"
+UV="$ROOT/stack/uv.sh"
+WEB_PORT="${WEB_PORT:-6066}"
+export WEB_PORT DATADIR="${DATADIR:-$STACK_DIR/workers/run}"
+mkdir -p "$STACK_DIR/logs"
+cd "$ROOT"
+
+children=()
+cleanup() {
+    for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+"$UV" run --no-sync python -m simulators.participants >"$STACK_DIR/logs/simulators.log" 2>&1 &
+children+=($!)
+if [[ "${DEMO:-1}" != 0 ]]; then
+    # The demo's lines (sagas starting and ending) come to this terminal and to its log.
+    "$UV" run --no-sync python -m simulators.demo 2>&1 | tee "$STACK_DIR/logs/demo.log" &
+    children+=($!)
+fi
+cat <<MSG
+------------------------------------------------------------------------------------------
+ saga orchestrator: worker on http://127.0.0.1:$WEB_PORT  (health: /health, a saga: /api/v1/saga/status/<id>)
+ participant simulators log: $STACK_DIR/logs/simulators.log     demo log: $STACK_DIR/logs/demo.log
+ lifecycle events: make monitor     stack: make status / make logs     stop: Ctrl-C, then make dev-down
+------------------------------------------------------------------------------------------
+MSG
+"$UV" run --no-sync python -m orchestrator worker -l info --web-host 127.0.0.1 --web-port "$WEB_PORT" &
+worker=$!
+children+=($worker)
+wait "$worker"

@@ -1,0 +1,71 @@
+"""Pulsar from the tests' side: publishing participant events and tapping topics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulsar
+import pulsar.asyncio as apulsar
+
+__all__ = ["Tap", "TappedMessage", "connect"]
+
+
+def connect(url: str) -> apulsar.Client:
+    return apulsar.Client(url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+
+
+@dataclass(frozen=True)
+class TappedMessage:
+    data: bytes
+    properties: dict[str, str]
+    at: float
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+@dataclass
+class Tap:
+    """Every message of a topic, on a subscription of its own (from the earliest message)."""
+
+    client: apulsar.Client
+    topic: str
+    messages: list[TappedMessage] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+    _consumer: apulsar.Consumer | None = None
+
+    async def start(self) -> Tap:
+        self._consumer = await self.client.subscribe(
+            self.topic, f"tap-{uuid.uuid4().hex[:8]}", consumer_type=pulsar.ConsumerType.Exclusive,
+            initial_position=pulsar.InitialPosition.Earliest)
+        self._task = asyncio.ensure_future(self._run())
+        return self
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            msg = await self._consumer.receive()
+            self.messages.append(TappedMessage(msg.data(), dict(msg.properties()), time.time()))
+            await self._consumer.acknowledge(msg)
+
+    def events(self) -> list[dict[str, Any]]:
+        return [m.json() for m in self.messages]
+
+    async def wait_for(self, done: Callable[[Tap], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not done(self):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what} on {self.topic} "
+                                     f"({len(self.messages)} messages seen)")
+            await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
