@@ -84,8 +84,13 @@ class SagaState(_Frozen):
     # Compensation progress: the step being undone and its attempt number.
     undoing: str | None = None
     undo_attempt: int = 0
+    # Operator retries of a failed compensation: each round sends commands with new ids.
+    undo_round: int = 0
+    # Steps undone by the compensation (their late or repeated successes are not undone again).
+    undone_steps: tuple[str, ...] = ()
     deadline: Deadline | None = None
-    # Steps whose success arrived after the saga gave up on them, already undone once.
+    # Successes that arrived after the saga gave up on their step, or a second resource made
+    # by a retried command ("step" or "step:resource id"): each undone exactly once.
     late_undone: tuple[str, ...] = ()
     reason: str | None = None
     created_at: float

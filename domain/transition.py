@@ -69,11 +69,13 @@ class _Change:
         )
         self.set(status=to)
 
-    def send(self, step: Step, action: Action, kind: str, attempt: int) -> None:
+    def send(self, step: Step, action: Action, kind: str, attempt: int,
+             data: dict[str, Any] | None = None) -> None:
         self.commands.append(
             Command(command_id=ids.command_id(self.s.saga_id, step.name, kind, attempt),
                     saga_id=self.s.saga_id, correlation_id=self.s.correlation_id,
-                    destination=action.destination, type=action.command, data=action.data(self.s))
+                    destination=action.destination, type=action.command,
+                    data=action.data(self.s) if data is None else data)
         )
 
     def notify(self, kind: str) -> None:
@@ -138,7 +140,8 @@ class _Change:
     def undo(self, step: Step, attempt: int) -> None:
         assert step.undo is not None
         self.set(undoing=step.name, undo_attempt=attempt)
-        self.send(step, step.undo, "undo", attempt)
+        kind = "undo" if self.s.undo_round == 0 else f"undo-round{self.s.undo_round}"
+        self.send(step, step.undo, kind, attempt)
         self.wait(step, "compensation", "reply", attempt, step.undo.policy.reply_timeout_s)
 
     def undo_failed(self, step: Step, reason: str) -> None:
@@ -214,7 +217,7 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
     if isinstance(event, RetryRequested):
         if s.status is not SagaStatus.COMPENSATION_FAILED or s.undoing is None:
             return f"retry only applies to a saga in {SagaStatus.COMPENSATION_FAILED}"
-        c.set(reason=None)
+        c.set(reason=None, undo_round=s.undo_round + 1)
         c.move(SagaStatus.COMPENSATING)
         c.undo(c.defn.step(s.undoing), 1)
         return None
@@ -228,6 +231,15 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
     if found is None:  # pragma: no cover - every SagaEvent type is handled above or here
         return f"{event.type} answers no step"
     step, says = found
+    extra = _extra_resource(s, event)
+    if says == "do_ok" and extra is not None:
+        # A retried command made a second partner/alliance: undo that one, once.
+        tag = f"{step.name}:{extra[1]}"
+        if step.undo is None or tag in s.late_undone:
+            return f"{event.type} for {extra[1]}: already undone"
+        c.set(late_undone=(*s.late_undone, tag))
+        c.send(step, step.undo, f"undo-extra-{extra[1]}", 1, data=extra[0])
+        return None
     event_partner = getattr(event, "partner_id", None)
     if s.partner_id is not None and event_partner is not None and event_partner != s.partner_id:
         return f"{event.type} names partner {event_partner}, saga has {s.partner_id}"
@@ -243,6 +255,8 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
             return None
         if step.name in s.done_steps:
             return f"duplicate {event.type}: step {step.name} already done"
+        if step.name in s.undone_steps:
+            return f"{event.type}: step {step.name} was already undone by the compensation"
         if not _started(c.defn, s, step):
             return f"{event.type} for step {step.name}, which this saga has not started"
         # The saga gave up on this step, yet it happened: undo it, once.
@@ -260,11 +274,13 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
             c.fail_step(f"{event.type}: {getattr(event, 'reason', '') or 'no reason given'}")
             return None
         return f"late {event.type} for step {step.name}, which the saga has left"
-    waiting_undo = (s.status is SagaStatus.COMPENSATING and s.undoing == step.name
-                    and s.deadline is not None and s.deadline.kind == "reply")
+    undoing = s.status is SagaStatus.COMPENSATING and s.undoing == step.name
+    waiting_undo = undoing and s.deadline is not None and s.deadline.kind == "reply"
     if says == "undo_ok":
-        if waiting_undo:
-            c.set(done_steps=tuple(n for n in s.done_steps if n != step.name), undoing=None)
+        # Also during the backoff before a retry: an earlier attempt did succeed after all.
+        if undoing:
+            c.set(done_steps=tuple(n for n in s.done_steps if n != step.name), undoing=None,
+                  undone_steps=(*s.undone_steps, step.name))
             c.next_undo()
             return None
         return f"{event.type} while not waiting for it (status {s.status})"
@@ -273,6 +289,16 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
         c.undo_failed(step, f"{event.type}: {getattr(event, 'reason', '') or 'no reason given'}")
         return None
     return f"{event.type} while not waiting for it (status {s.status})"
+
+
+def _extra_resource(s: SagaState, event: SagaEvent) -> tuple[dict[str, Any], str] | None:
+    """For a success naming another partner/alliance than the saga's: the undo's data and id."""
+    if isinstance(event, PartnerCreated) and s.partner_id and event.partner_id != s.partner_id:
+        return {"partner_id": event.partner_id}, event.partner_id
+    if isinstance(event, AllianceCreated) and s.alliance_id and event.alliance_id != s.alliance_id \
+            and event.partner_id == s.partner_id:
+        return {"partner_id": event.partner_id, "alliance_id": event.alliance_id}, event.alliance_id
+    return None
 
 
 def _started(defn: SagaDefinition, s: SagaState, step: Step) -> bool:

@@ -53,6 +53,7 @@ class Behaviour:
     no_reply_partner: float = 0.0
     no_reply_alliance: float = 0.0
     echo_sagaid: bool = False
+    duplicate_replies: bool = False  # publish every reply twice (same event id): redelivery
 
 
 @dataclass
@@ -109,6 +110,8 @@ class Participants:
             if reply is not None:
                 topic, payload, key = reply
                 await self.publish(topic, payload, key)
+                if self.behaviour.duplicate_replies:
+                    await self.publish(topic, payload, key)
         except Exception:  # noqa: BLE001 - a simulator bug must not stall the run: redeliver
             log.exception("simulator failed on %s; will be redelivered", msg.message_id())
             consumer.negative_acknowledge(msg)

@@ -23,19 +23,28 @@ def partner_created(partner_id: str, n: int = 0, *, event_id: str | None = None,
                         source="/gestion-de-integraciones", correlation_id=correlation_id)
 
 
-async def publish_partners(sims: Participants, count: int) -> list[str]:
-    """Publish `count` PartnerCreated events (as integraciones does); return the partner ids."""
+async def publish_partners(sims: Participants, count: int, *, twice: bool = False) -> list[str]:
+    """Publish `count` PartnerCreated events (as integraciones does); return the partner ids.
+    With `twice`, the whole batch is published again afterwards, byte for byte (same event
+    ids), as a redelivery would."""
     ids = [str(uuid.uuid4()) for _ in range(count)]
-    for n, pid in enumerate(ids):
-        await sims.publish(sims.partner_events, partner_created(pid, n), pid)
+    payloads = [partner_created(pid, n) for n, pid in enumerate(ids)]
+    for _ in range(2 if twice else 1):
+        for pid, payload in zip(ids, payloads, strict=True):
+            await sims.publish(sims.partner_events, payload, pid)
     return ids
 
 
 def ended(lifecycle: Tap) -> dict[str, list[str]]:
-    """saga id -> the terminal lifecycle events seen for it (one, when all is well)."""
+    """saga id -> the distinct terminal lifecycle notices seen for it (one, when all is well).
+
+    A notice re-sent after a redelivery keeps its CloudEvents id, so it counts once, as it
+    does for any consumer that deduplicates by id."""
     out: dict[str, list[str]] = {}
+    seen: set[str] = set()
     for ev in lifecycle.events():
-        if ev["type"] in TERMINAL_EVENTS:
+        if ev["type"] in TERMINAL_EVENTS and ev["id"] not in seen:
+            seen.add(ev["id"])
             out.setdefault(ev["sagaid"], []).append(ev["type"])
     return out
 

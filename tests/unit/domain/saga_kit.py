@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from domain import PARTNER_CREATION, Command, Decision, PartnerData, SagaDefinition, SagaState
 from domain.messages import (
@@ -86,7 +87,8 @@ def cancel_requested(eid: str = "ev-cancel") -> CancelRequested:
     return CancelRequested(event_id=eid, saga_id=SAGA_ID)
 
 
-def deadline(step: str, phase: str, kind: str, attempt: int,
+def deadline(step: str, phase: Literal["forward", "compensation"],
+             kind: Literal["reply", "retry"], attempt: int,
              eid: str | None = None) -> DeadlineReached:
     eid = eid or f"ev-deadline-{step}-{phase}-{kind}-{attempt}"
     return DeadlineReached(event_id=eid, saga_id=SAGA_ID, step=step, phase=phase, kind=kind,
