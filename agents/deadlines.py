@@ -45,8 +45,8 @@ async def fire_due(now: float) -> int:
             saga_id=f["saga_id"], step=f["step"], phase=f["phase"], kind=f["kind"],
             attempt=f["attempt"],
         )
-        await saga_events.send(key=f["saga_id"].encode(),
-                               value=SagaEnvelope(event=ev, received_at=f["due_at"]).model_dump_json().encode())
+        envelope = SagaEnvelope(event=ev, received_at=f["due_at"])
+        await saga_events.send(key=f["saga_id"].encode(), value=envelope.model_dump_json().encode())
         _fired[key] = now
         fired += 1
     for key in [k for k in _fired if k not in still_due]:

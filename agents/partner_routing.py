@@ -8,9 +8,9 @@ already has, which records it as a duplicate.
 
 from __future__ import annotations
 
-
 from pydantic import ValidationError
 
+from agents.dead_letters import dead_letter
 from domain import ids
 from orchestrator.app import app
 from orchestrator.metrics import METRICS
@@ -18,8 +18,6 @@ from streams.partner_saga import partner_routing, saga_events
 from tables.partner_saga import partner_sagas
 from wire.cloudevents import Inbound
 from wire.internal import PartnerRouted, SagaEnvelope
-
-from agents.dead_letters import dead_letter
 
 __all__ = ["route_partner_events"]
 

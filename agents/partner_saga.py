@@ -14,6 +14,7 @@ import time
 
 from pydantic import ValidationError
 
+from agents.dead_letters import dead_letter
 from domain import SagaState, decide
 from domain.state import Deadline
 from orchestrator.app import app, cfg
@@ -23,8 +24,6 @@ from streams.partner_saga import outbox, saga_events
 from tables.deadline_index import deadline_event_fields, index_key
 from tables.partner_saga import deadlines, sagas
 from wire.internal import SagaEnvelope
-
-from agents.dead_letters import dead_letter
 
 __all__ = ["DEFINITION", "run_sagas"]
 

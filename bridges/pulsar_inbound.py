@@ -17,6 +17,7 @@ from typing import Any
 import pulsar
 from faust.types import RecordMetadata
 
+from bridges.pulsar_client import PulsarLink
 from domain import ids
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
@@ -24,15 +25,14 @@ from streams.partner_saga import dead_letters, partner_routing, saga_events
 from wire.cloudevents import Inbound, WireError, decode_inbound
 from wire.internal import PartnerRouted, SagaEnvelope
 
-from bridges.pulsar_client import PulsarLink
-
 __all__ = ["LINK", "pump", "route"]
 
 log = logging.getLogger(__name__)
 LINK = PulsarLink(cfg.broker_url)
 
 
-async def route(raw: bytes, origin: str, message_id: str, received_at: float) -> asyncio.Future[RecordMetadata]:
+async def route(raw: bytes, origin: str, message_id: str,
+                received_at: float) -> asyncio.Future[RecordMetadata]:
     """Write one received message to Kafka; return the future of Kafka's acknowledgement."""
     try:
         inbound = decode_inbound(raw)
@@ -76,9 +76,9 @@ async def _settle(consumer: Any, msg: pulsar.Message, written: asyncio.Future[Re
                   slots: asyncio.Semaphore) -> None:
     try:
         await written
-    except Exception as exc:  # noqa: BLE001 - any failed write: Pulsar must redeliver
+    except Exception as exc:
         log.error("Kafka write failed, Pulsar will redeliver %s: %r", msg.message_id(), exc)
-        consumer.negative_acknowledge(msg)
+        await consumer.negative_acknowledge(msg)
     else:
         await consumer.acknowledge(msg)
         METRICS.inc("inbound_total")
@@ -105,7 +105,7 @@ async def pump(topic: str) -> None:
                 written = await route(msg.data(), topic, str(msg.message_id()), time.time())
             except Exception:
                 slots.release()
-                consumer.negative_acknowledge(msg)
+                await consumer.negative_acknowledge(msg)
                 raise
             task = asyncio.ensure_future(_settle(consumer, msg, written, slots))
             pending.add(task)
@@ -116,11 +116,27 @@ async def pump(topic: str) -> None:
         await consumer.close()
 
 
+async def supervise(topic: str) -> None:
+    """Keep a topic's pump running: a failure (Pulsar or Kafka unreachable for a while) is
+    logged, its message was negatively acknowledged, and the pump starts again."""
+    delay = 1.0
+    while True:
+        try:
+            await pump(topic)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("bridge for %s failed; restarting in %.0fs", topic, delay)
+            METRICS.inc("bridge_restarts_total")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
 @app.task
 async def bridge_partner_events() -> None:
-    await pump(cfg.pulsar_topic(cfg.partner_events_topic))
+    await supervise(cfg.pulsar_topic(cfg.partner_events_topic))
 
 
 @app.task
 async def bridge_alliance_events() -> None:
-    await pump(cfg.pulsar_topic(cfg.alliance_events_topic))
+    await supervise(cfg.pulsar_topic(cfg.alliance_events_topic))

@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-
+from bridges.pulsar_inbound import LINK
 from domain.messages import Command, Destination
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
 from streams.partner_saga import dead_letters, outbox
 from wire.cloudevents import encode_command
-
-from bridges.pulsar_inbound import LINK
 
 __all__ = ["forward_dead_letters", "forward_outbox"]
 

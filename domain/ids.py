@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import uuid
 
-__all__ = ["command_id", "deadline_event_id", "lifecycle_id", "saga_id_for_correlation", "saga_id_for_partner"]
+__all__ = [
+    "command_id",
+    "deadline_event_id",
+    "lifecycle_id",
+    "saga_id_for_correlation",
+    "saga_id_for_partner",
+]
 
 _NS = uuid.UUID("4f1e3c2a-5b6d-4e8f-9a0b-1c2d3e4f5a6b")
 

@@ -7,7 +7,7 @@ import faust
 
 from orchestrator.config import Settings, settings
 
-__all__ = ["app", "create_app", "cfg"]
+__all__ = ["app", "cfg", "create_app"]
 
 
 def create_app(cfg: Settings) -> faust.App:
@@ -34,6 +34,7 @@ def create_app(cfg: Settings) -> faust.App:
         broker_rebalance_timeout=max(cfg.session_timeout_s, 10.0),
         table_standby_replicas=1,
         web_host=cfg.web_host,
+        web_bind=cfg.web_bind or cfg.web_host,
         web_port=cfg.web_port,
         web_enabled=True,
         datadir=str(cfg.datadir),

@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(1.0, alias="KAFKA_HEARTBEAT_INTERVAL", gt=0, le=30)
 
     # The worker's web server (table views, health).
-    web_host: str = Field("127.0.0.1", alias="WEB_HOST")
+    web_host: str = Field("127.0.0.1", alias="WEB_HOST")  # advertised to other workers
+    web_bind: str | None = Field(None, alias="WEB_BIND")  # interface to listen on (default WEB_HOST)
     web_port: int = Field(6066, alias="WEB_PORT", ge=1, le=65535)
     datadir: Path = Field(Path(".stack/workers/default"), alias="DATADIR")
 

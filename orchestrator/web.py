@@ -18,7 +18,7 @@ from streams.partner_saga import saga_events
 from tables.partner_saga import sagas
 from wire.internal import SagaEnvelope
 
-__all__ = ["HealthView", "MetricsView", "StartPartnerCreation", "SagaStatusView"]
+__all__ = ["HealthView", "MetricsView", "SagaStatusView", "StartPartnerCreation"]
 
 
 class StartRequest(PartnerData):

@@ -71,7 +71,8 @@ async def _run(args: argparse.Namespace) -> None:
                 partner_id = str(uuid.uuid4())
                 await producer.send(encode_event(
                     "PartnerCreated", str(uuid.uuid4()),
-                    {"partner_id": partner_id, "nombre": f"Demo Partner {n}", "email": f"demo{n}@example.com"},
+                    {"partner_id": partner_id, "nombre": f"Demo Partner {n}",
+                     "email": f"demo{n}@example.com"},
                     source="/gestion-de-integraciones"), partition_key=partner_id)
                 log.info("published PartnerCreated for partner %s", partner_id)
             try:

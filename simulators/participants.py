@@ -112,9 +112,9 @@ class Participants:
                 await self.publish(topic, payload, key)
                 if self.behaviour.duplicate_replies:
                     await self.publish(topic, payload, key)
-        except Exception:  # noqa: BLE001 - a simulator bug must not stall the run: redeliver
+        except Exception:
             log.exception("simulator failed on %s; will be redelivered", msg.message_id())
-            consumer.negative_acknowledge(msg)
+            await consumer.negative_acknowledge(msg)
             return
         await consumer.acknowledge(msg)
 
@@ -125,7 +125,8 @@ class Participants:
         if cmd_id in self._replies:  # a re-sent command: answer exactly as before
             self.counts["duplicate_commands"] += 1
             cached = self._replies[cmd_id]
-            topic = self.partner_events if ctype in ("CreatePartner", "RevertPartner") else self.alliance_events
+            to_integraciones = ctype in ("CreatePartner", "RevertPartner")
+            topic = self.partner_events if to_integraciones else self.alliance_events
             return (topic, cached, data.get("partner_id") or saga_id) if cached else None
         b = self.behaviour
         echo = saga_id if b.echo_sagaid else None

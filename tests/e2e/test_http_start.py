@@ -64,7 +64,8 @@ async def test_http_started_sagas_complete_fail_or_compensate(spawn, participant
     # CreatePartner carried the saga and correlation ids; the failed saga undid nothing.
     creates = [c for c in taps["integraciones"].events() if c["type"] == "CreatePartner"]
     assert {c["sagaid"] for c in creates} == set(started.values())
-    assert all(c["correlationid"] == cases[w] for w, s in started.items() for c in creates if c["sagaid"] == s)
+    corr_of = {s: cases[w] for w, s in started.items()}
+    assert all(c["correlationid"] == corr_of[c["sagaid"]] for c in creates)
     reverts = {c["sagaid"] for c in taps["integraciones"].events() if c["type"] == "RevertPartner"}
     assert reverts == {started["compensated"]}
 

@@ -102,7 +102,7 @@ class Worker:
                "WEB_PORT": str(self.port), **self.extra_env}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        log = open(self.log_path, "ab")
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orchestrator", "worker", "-l", "info", "--web-host", "127.0.0.1",
@@ -120,7 +120,8 @@ class Worker:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"worker {self.name} exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
+                raise RuntimeError(
+                    f"worker {self.name} exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
             if "[^Worker]: Ready" in self.log()[self._log_offset:] and await self._healthy():
                 self.ready_after_s = time.monotonic() - self.started_at
                 return self.ready_after_s
