@@ -6,7 +6,7 @@ UV := $(CURDIR)/stack/uv.sh
 WEB_PORT ?= 6066
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit lint \
+.PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit bench lint \
         compose-config compose-up compose-down
 
 help: ## list the targets
@@ -49,6 +49,9 @@ test: dev-up ## the whole suite (unit, integration, end to end) on the local sta
 
 unit: setup ## unit tests only (no stack needed)
 	@$(UV) run --no-sync pytest tests/unit $(PYTEST_ARGS)
+
+bench: setup ## benchmarks that print their figures (deadline timer tick cost)
+	@$(UV) run --no-sync python -m benchmarks.deadline_tick
 
 lint: setup ## ruff and mypy
 	@$(UV) run --no-sync ruff check .

@@ -2,9 +2,10 @@
 
 Each step names the command that does it, the replies that say it happened or did not,
 the command that undoes it, and its retry policy. On a business failure (a *Failed reply)
-the steps already done are undone in reverse order; a step whose reply never comes is
-re-sent up to `max_attempts`, then treated as failed. An undo that fails is retried with
-backoff, and if it still fails the saga ends in `compensation_failed`: a person must look.
+the steps already done are undone in reverse order; a step whose reply does not come within
+`reply_timeout_s` is re-sent after a backoff, up to `max_attempts`, then treated as failed.
+An undo that fails is retried with backoff, and if it still fails the saga ends in
+`compensation_failed`: a person must look.
 """
 
 from __future__ import annotations

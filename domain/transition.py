@@ -314,8 +314,12 @@ def _on_deadline(c: _Change, ev: DeadlineReached) -> str | None:
         return "stale deadline: the saga has moved on"
     step = c.defn.step(ev.step)
     if ev.phase == "forward":
-        if ev.attempt < step.do.policy.max_attempts:
+        if ev.kind == "retry":
             c.start_step(step, ev.attempt + 1)
+        elif ev.attempt < step.do.policy.max_attempts:
+            # No reply yet: wait out the backoff, then send the next attempt (a reply to
+            # this one that comes meanwhile still counts).
+            c.wait(step, "forward", "retry", ev.attempt, step.do.policy.backoff(ev.attempt))
         else:
             c.fail_step(f"no reply to {step.do.command} after {ev.attempt} attempts")
         return None

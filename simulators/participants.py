@@ -47,6 +47,7 @@ def _share(saga_id: str, salt: str) -> float:
 @dataclass
 class Behaviour:
     latency_s: float = 0.0
+    alliance_latency_s: float | None = None  # alianzas' own latency (default: latency_s)
     fail_partner: float = 0.0  # share of CreatePartner answered PartnerCreationFailed
     fail_alliance: float = 0.0  # share of CreateAlliance answered AllianceCreationFailed
     fail_revert: float = 0.0  # share of RevertPartner attempts answered PartnerRevertFailed
@@ -104,8 +105,12 @@ class Participants:
     async def _handle(self, consumer: apulsar.Consumer, msg: pulsar.Message) -> None:
         try:
             ce = json.loads(msg.data())
-            if self.behaviour.latency_s:
-                await asyncio.sleep(self.behaviour.latency_s)
+            latency = self.behaviour.latency_s
+            if ce.get("type") in ("CreateAlliance", "CancelAlliance") and \
+                    self.behaviour.alliance_latency_s is not None:
+                latency = self.behaviour.alliance_latency_s
+            if latency:
+                await asyncio.sleep(latency)
             reply = self._reply_for(ce)
             if reply is not None:
                 topic, payload, key = reply

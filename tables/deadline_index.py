@@ -21,7 +21,7 @@ from faust.types import TP
 
 from domain.state import Deadline
 
-__all__ = ["WINDOW_S", "deadline_event_fields", "due_entries", "index_key"]
+__all__ = ["WINDOW_S", "deadline_event_fields", "due_entries", "due_in_db", "index_key"]
 
 WINDOW_S = 1.0
 
@@ -44,18 +44,26 @@ def _active_partitions(table: Any) -> list[int]:
     return sorted(tp.partition for tp in actives if tp == TP(topic, tp.partition))
 
 
+def due_in_db(db: Any, now: float) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """(key, deadline fields) of the entries of one partition's database due at `now`.
+
+    Reads in key order from the first window and stops at the first window after now's:
+    the cost is the number of entries in past and current windows, not the database size."""
+    last = b"%010d;" % _window(now)  # ';' sorts after ':', so the whole current window is in
+    for key, value in db.items(from_key=b"0"):
+        if key > last:
+            break
+        fields = json.loads(value)
+        if fields["due_at"] <= now:
+            yield key, fields
+
+
 def due_entries(table: Any, now: float) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
     """(partition, key, deadline fields) of every entry due at `now`, in the partitions this
     worker actively owns."""
-    last = b"%010d;" % _window(now)  # ';' sorts after ':', so the whole current window is in
     dbs = table.data._dbs  # partition -> rocksdict.Rdict (raw mode)
     for p in _active_partitions(table):
         db = dbs.get(p)
-        if db is None:
-            continue
-        for key, value in db.items(from_key=b"0"):
-            if key > last:
-                break
-            fields = json.loads(value)
-            if fields["due_at"] <= now:
+        if db is not None:
+            for key, fields in due_in_db(db, now):
                 yield p, key, fields

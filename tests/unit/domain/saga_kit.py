@@ -133,6 +133,15 @@ class Saga:
                       eid or f"ev-deadline-{d.step}-{d.phase}-{d.kind}-{d.attempt}-{d.due_at}")
         return self.feed(ev, at=d.due_at, expect=expect)
 
+    def time_out(self) -> Decision:
+        """A forward step's reply does not come: its reply deadline runs out and, unless that
+        was the last attempt, the backoff after it too. Returns the last decision."""
+        d = self.fire()
+        deadline = self.state.deadline if self.state is not None else None
+        if deadline is not None and deadline.phase == "forward" and deadline.kind == "retry":
+            d = self.fire()
+        return d
+
     @property
     def status(self) -> str:
         assert self.state is not None

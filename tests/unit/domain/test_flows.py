@@ -152,11 +152,11 @@ def test_revert_reply_timeouts_end_in_compensation_failed() -> None:
 def test_partner_step_timeouts_retry_then_fail() -> None:
     s = k.in_partner_creation()
     for attempt in (2, 3):
-        d = s.fire()
+        d = s.time_out()
         assert k.types(d.commands) == ("CreatePartner",)
         assert d.commands[0].command_id == cmd_id("create_partner", "do", attempt)
         assert (s.status, s.state.attempt, s.state.deadline.due_at) == (PCIP, attempt, s.now + 30)
-    d = s.fire()
+    d = s.time_out()
     assert (s.status, k.types(d.commands)) == ("failed", ("SagaFailed",))
     assert s.state.reason == "no reply to CreatePartner after 3 attempts"
 
@@ -170,8 +170,8 @@ def test_reply_to_an_earlier_attempt_still_counts() -> None:
 
 def test_alliance_step_timeouts_retry_then_compensate() -> None:
     s = k.in_alliance_creation()
-    assert [k.types(s.fire().commands) for _ in range(2)] == [("CreateAlliance",)] * 2
-    d = s.fire()
+    assert [k.types(s.time_out().commands) for _ in range(2)] == [("CreateAlliance",)] * 2
+    d = s.time_out()
     assert (s.status, k.types(d.commands)) == ("compensating", ("RevertPartner",))
     assert s.state.reason == "no reply to CreateAlliance after 3 attempts"
     creates = {c.command_id for c in all_commands(s, "CreateAlliance")}
@@ -184,8 +184,28 @@ def test_alliance_step_timeouts_retry_then_compensate() -> None:
 def _gave_up_by_timeout() -> k.Saga:
     s = k.in_alliance_creation()
     for _ in range(3):
-        s.fire()
+        s.time_out()
     return s
+
+
+def test_a_forward_retry_waits_out_a_growing_backoff() -> None:
+    s = k.in_alliance_creation()
+    policy = s.defn.step("create_alliance").do.policy
+    for attempt in (1, 2):
+        d = s.fire()  # no reply to attempt `attempt` in time
+        assert (s.status, d.commands) == (ACIP, ())
+        assert k.deadline_key(s.state) == ("create_alliance", "forward", "retry", attempt)
+        assert s.state.deadline.due_at == s.now + policy.backoff(attempt)
+        d = s.fire()  # backoff over: the next attempt leaves
+        assert k.types(d.commands) == ("CreateAlliance",)
+        assert d.commands[0].command_id == cmd_id("create_alliance", "do", attempt + 1)
+
+
+def test_a_reply_during_the_forward_backoff_still_counts() -> None:
+    s = k.in_alliance_creation()
+    s.fire()
+    d = s.feed(k.alliance_created())
+    assert (s.status, k.types(d.commands)) == ("completed", ("SagaCompleted",))
 
 
 @pytest.mark.parametrize("arrives", ["while_compensating", "after_compensated"])

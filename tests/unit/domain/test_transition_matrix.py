@@ -70,14 +70,15 @@ EXPECTED: dict[str, dict[str, tuple[str, str, tuple[str, ...]]]] = {
         **_ignored_everywhere(PCIP),
         "PartnerCreated": (APPLIED, ACIP, ("CreateAlliance",)),
         "PartnerCreationFailed": (APPLIED, "failed", ("SagaFailed",)),
-        "DeadlineReached:matching": (APPLIED, PCIP, ("CreatePartner",)),
+        # No reply in time: wait out the backoff before the next attempt (no command yet).
+        "DeadlineReached:matching": (APPLIED, PCIP, ()),
         "CancelRequested": (APPLIED, "failed", ("SagaFailed",)),
     },
     "alliance_creation_in_progress": {
         **_ignored_everywhere(ACIP),
         "AllianceCreated": (APPLIED, "completed", ("SagaCompleted",)),
         "AllianceCreationFailed": (APPLIED, COMP, ("RevertPartner",)),
-        "DeadlineReached:matching": (APPLIED, ACIP, ("CreateAlliance",)),
+        "DeadlineReached:matching": (APPLIED, ACIP, ()),
         "CancelRequested": (APPLIED, COMP, ("RevertPartner",)),
     },
     "compensating_waiting_reply": {

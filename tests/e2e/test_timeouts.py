@@ -1,0 +1,128 @@
+"""Timeouts: a participant that never answers does not leave a saga hanging.
+
+Deadlines live in the changelog-backed index (tables/deadline_index.py); the timer of the
+worker owning a saga's partition turns a due one into an event in the saga's stream."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from simulators.participants import Behaviour
+from tests.support.flows import by_type, ended, publish_partners
+
+pytestmark = pytest.mark.stack
+
+
+def _ce_time(ce: dict) -> float:  # type: ignore[type-arg]
+    return datetime.fromisoformat(ce["time"].replace("Z", "+00:00")).timestamp()
+
+
+def _ids_per_saga(commands: list[dict]) -> dict[str, set[str]]:  # type: ignore[type-arg]
+    out: dict[str, set[str]] = {}
+    for c in commands:
+        out.setdefault(c["sagaid"], set()).add(c["id"])
+    return out
+
+
+SILENT_ALIANZAS = Behaviour(no_reply_alliance=1.0)
+
+
+@pytest.mark.parametrize("behaviour", [SILENT_ALIANZAS], ids=["alianzas-silent"])
+async def test_compensation_leaves_within_deadline_plus_1_5s_p99_over_500_sagas(
+        spawn, participants, taps, behaviour) -> None:  # type: ignore[no-untyped-def]
+    worker = spawn(env={"SAGA_CREATE_ALLIANCE_TIMEOUT_S": "2", "SAGA_MAX_ATTEMPTS": "2"})
+    await worker.wait_ready(timeout=30)
+    await publish_partners(participants, 500)
+    await taps["lifecycle"].wait_for(lambda t: len(ended(t)) == 500, 90, "500 sagas to compensate")
+    assert all(types == ["SagaCompensated"] for types in ended(taps["lifecycle"]).values())
+
+    # When each saga's last CreateAlliance left, and when its RevertPartner arrived.
+    last_attempt: dict[str, float] = {}
+    for c in by_type(taps["alianzas"])["CreateAlliance"]:
+        last_attempt[c["sagaid"]] = max(last_attempt.get(c["sagaid"], 0.0), _ce_time(c))
+    revert_arrived = {m.json()["sagaid"]: m.at for m in taps["integraciones"].messages
+                      if m.json()["type"] == "RevertPartner"}
+    lags = sorted(revert_arrived[s] - (last_attempt[s] + 2.0) for s in revert_arrived)
+    assert len(lags) == 500
+    p99 = lags[int(0.99 * (len(lags) - 1))]
+    print(f"\ntimeout-to-compensation lag over 500 sagas: p50 {lags[250]:.3f}s p99 {p99:.3f}s "
+          f"max {lags[-1]:.3f}s")
+    assert p99 < 1.5
+    # Two attempts of CreateAlliance each (distinct ids), then one RevertPartner.
+    assert all(len(ids) == 2 for ids in _ids_per_saga(by_type(taps["alianzas"])["CreateAlliance"]).values())
+
+
+@pytest.mark.parametrize("behaviour", [SILENT_ALIANZAS], ids=["alianzas-silent"])
+async def test_a_deadline_set_before_sigkill_fires_after_restart(
+        spawn, participants, taps, behaviour, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    env = {"SAGA_CREATE_ALLIANCE_TIMEOUT_S": "6", "SAGA_MAX_ATTEMPTS": "1"}
+    first = spawn("a", env=env, datadir=tmp_path / "data")
+    await first.wait_ready(timeout=30)
+    await publish_partners(participants, 20)
+    await taps["alianzas"].wait_for(lambda t: len(t.messages) >= 20, 30, "20 CreateAlliance")
+    first_due = min(_ce_time(c) for c in taps["alianzas"].events()) + 6.0
+    first.kill(signal.SIGKILL)
+    assert time.time() < first_due, "the worker must die before any deadline is due"
+    assert not ended(taps["lifecycle"])
+
+    second = spawn("b", env=env, datadir=tmp_path / "data")  # same datadir: a restart
+    await second.wait_ready(timeout=60)
+    await taps["lifecycle"].wait_for(lambda t: len(ended(t)) == 20, 60, "20 sagas to time out")
+    assert all(types == ["SagaCompensated"] for types in ended(taps["lifecycle"]).values())
+    assert len(_ids_per_saga(by_type(taps["integraciones"])["RevertPartner"])) == 20
+
+
+@pytest.mark.parametrize("behaviour", [SILENT_ALIANZAS], ids=["alianzas-silent"])
+async def test_with_two_workers_and_one_stopping_every_timeout_fires_once(
+        spawn, participants, taps, behaviour) -> None:  # type: ignore[no-untyped-def]
+    env = {"SAGA_CREATE_ALLIANCE_TIMEOUT_S": "3", "SAGA_MAX_ATTEMPTS": "2"}
+    a, b = spawn("a", env=env), spawn("b", env=env)
+    await asyncio.gather(a.wait_ready(timeout=60), b.wait_ready(timeout=60))
+    await asyncio.sleep(3)  # let the group settle with both members
+    await publish_partners(participants, 200)
+    await taps["alianzas"].wait_for(lambda t: len(t.messages) >= 200, 30, "first attempts")
+    b.stop()  # mid-run: its sagas' deadlines are pending, some may be firing
+    await taps["lifecycle"].wait_for(lambda t: len(ended(t)) == 200, 120, "200 sagas to time out")
+
+    assert all(types == ["SagaCompensated"] for types in ended(taps["lifecycle"]).values())
+    creates = _ids_per_saga(by_type(taps["alianzas"])["CreateAlliance"])
+    reverts = _ids_per_saga(by_type(taps["integraciones"])["RevertPartner"])
+    # A timeout applied twice would show as a third attempt or a second RevertPartner id.
+    assert len(creates) == 200 and all(len(ids) == 2 for ids in creates.values())
+    assert len(reverts) == 200 and all(len(ids) == 1 for ids in reverts.values())
+
+
+async def test_a_completed_saga_never_times_out(spawn, participants, taps) -> None:  # type: ignore[no-untyped-def]
+    worker = spawn(env={"SAGA_REPLY_TIMEOUT_S": "1", "SAGA_MAX_ATTEMPTS": "1"})
+    await worker.wait_ready(timeout=30)
+    await publish_partners(participants, 50)
+    await taps["lifecycle"].wait_for(lambda t: len(ended(t)) == 50, 30, "50 sagas to complete")
+    await asyncio.sleep(3)  # well past every deadline they ever had
+    assert all(types == ["SagaCompleted"] for types in ended(taps["lifecycle"]).values())
+    assert "RevertPartner" not in by_type(taps["integraciones"])
+    assert all(len(ids) == 1 for ids in _ids_per_saga(by_type(taps["alianzas"])["CreateAlliance"]).values())
+    _, metrics = await worker.get("/metrics")
+    assert "saga_timeouts_fired_total" not in metrics
+
+
+@pytest.mark.parametrize("behaviour", [Behaviour(alliance_latency_s=3.0, duplicate_replies=True)],
+                         ids=["alianzas-late"])
+async def test_a_late_alliance_after_compensation_yields_exactly_one_cancel(
+        spawn, participants, taps, behaviour) -> None:  # type: ignore[no-untyped-def]
+    worker = spawn(env={"SAGA_CREATE_ALLIANCE_TIMEOUT_S": "1", "SAGA_MAX_ATTEMPTS": "1"})
+    await worker.wait_ready(timeout=30)
+    await publish_partners(participants, 30)
+    await taps["lifecycle"].wait_for(lambda t: len(ended(t)) == 30, 30, "30 sagas to compensate")
+    await taps["alianzas"].wait_for(
+        lambda t: sum(1 for e in t.events() if e["type"] == "CancelAlliance") >= 30, 30,
+        "the late alliances to be cancelled")
+    await asyncio.sleep(2)  # room for a wrong second cancel to show up
+    assert all(types == ["SagaCompensated"] for types in ended(taps["lifecycle"]).values())
+    cancels = _ids_per_saga(by_type(taps["alianzas"])["CancelAlliance"])
+    assert len(cancels) == 30 and all(len(ids) == 1 for ids in cancels.values())
