@@ -7,6 +7,7 @@ WEB_PORT ?= 6066
 PYTEST_ARGS ?=
 
 .PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit bench lint \
+        browser snapshots-rebuild tables-restore \
         compose-config compose-up compose-down
 
 help: ## list the targets
@@ -44,8 +45,17 @@ simulators: setup ## the participant simulators alone (see python -m simulators.
 monitor: setup ## saga lifecycle events as they happen
 	@$(UV) run --no-sync python -m orchestrator.monitor
 
-test: dev-up ## the whole suite (unit, integration, end to end) on the local stack
+test: dev-up browser ## the whole suite (unit, integration, end to end) on the local stack
 	@$(UV) run --no-sync pytest $(PYTEST_ARGS)
+
+browser: ## install Debian's Chromium when missing (the dashboard test drives it headless)
+	@./stack/browser.sh
+
+snapshots-rebuild: setup ## rewrite every PostgreSQL snapshot from the sagas changelog
+	@$(UV) run --no-sync python -m snapshots rebuild
+
+tables-restore: setup ## refill the table changelogs from the snapshots (stop workers, wipe DATADIRs first)
+	@$(UV) run --no-sync python -m snapshots restore
 
 unit: setup ## unit tests only (no stack needed)
 	@$(UV) run --no-sync pytest tests/unit $(PYTEST_ARGS)

@@ -25,10 +25,12 @@ from streams.partner_saga import dead_letters, partner_routing, saga_events
 from wire.cloudevents import Inbound, WireError, decode_inbound
 from wire.internal import PartnerRouted, SagaEnvelope
 
-__all__ = ["LINK", "pump", "route"]
+__all__ = ["LINK", "SUBSCRIBED", "pump", "route"]
 
 log = logging.getLogger(__name__)
 LINK = PulsarLink(cfg.broker_url)
+#: Pulsar topics whose consumer is subscribed right now (reported by GET /ready).
+SUBSCRIBED: set[str] = set()
 
 
 async def route(raw: bytes, origin: str, message_id: str,
@@ -95,6 +97,7 @@ async def pump(topic: str) -> None:
         negative_ack_redelivery_delay_ms=1000,
     )
     log.info("bridge: consuming %s (subscription %s)", topic, cfg.subscription)
+    SUBSCRIBED.add(topic)
     slots = asyncio.Semaphore(cfg.bridge_max_in_flight)
     pending: set[asyncio.Task[None]] = set()
     try:
@@ -111,6 +114,7 @@ async def pump(topic: str) -> None:
             pending.add(task)
             task.add_done_callback(pending.discard)
     finally:
+        SUBSCRIBED.discard(topic)
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         await consumer.close()

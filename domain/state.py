@@ -97,6 +97,9 @@ class SagaState(_Frozen):
     updated_at: float
     applied: tuple[Applied, ...] = ()
     ignored: int = 0
+    # Every status change so far (a saga has a handful; capped for safety), so that the
+    # latest state alone, e.g. after log compaction, carries the saga's whole history.
+    history: tuple[Transition, ...] = ()
 
     @property
     def terminal(self) -> bool:

@@ -25,11 +25,12 @@ from domain.messages import (
 )
 from domain.state import Applied, Deadline, SagaState, SagaStatus, Transition
 
-__all__ = ["APPLIED_MEMORY", "Decision", "decide"]
+__all__ = ["APPLIED_MEMORY", "HISTORY_MEMORY", "Decision", "decide"]
 
 # How many applied event ids a saga remembers for deduplication. A saga sees a handful of
 # events in its life, so this covers all of them for any realistic saga.
 APPLIED_MEMORY = 32
+HISTORY_MEMORY = 200
 
 Outcome = Literal["applied", "duplicate", "ignored", "rejected"]
 
@@ -158,8 +159,9 @@ class _Change:
     def decision(self, outcome: Outcome = "applied", reason: str | None = None) -> Decision:
         applied = (*self.s.applied, Applied(event_id=self.event.event_id, commands=tuple(self.commands)))
         ignored = self.s.ignored + (1 if outcome == "ignored" else 0)
+        history = (*self.s.history, *self.transitions)[-HISTORY_MEMORY:]
         self.set(applied=applied[-APPLIED_MEMORY:], version=self.version, updated_at=self.now,
-                 ignored=ignored)
+                 ignored=ignored, history=history)
         return Decision(self.s, tuple(self.commands), tuple(self.transitions), outcome, reason)
 
 

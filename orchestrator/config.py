@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     database_url: str = Field(
         "postgresql://postgres:postgres@localhost:5432/saga_db", alias="DATABASE_URL"
     )
+    snapshot_schema: str = Field("public", alias="SNAPSHOT_SCHEMA", min_length=1, max_length=63,
+                                 pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    operator_token: str | None = Field(None, alias="OPERATOR_TOKEN", min_length=16)
     integraciones_api_url: str = Field("http://localhost:5001", alias="INTEGRACIONES_API_URL")
     alianzas_api_url: str = Field("http://localhost:5002", alias="ALIANZAS_API_URL")
 

@@ -10,7 +10,9 @@ import agents.partner_routing
 import agents.partner_saga
 import bridges.pulsar_inbound
 import bridges.pulsar_outbound
+import orchestrator.services
 import orchestrator.web
+import orchestrator.web_ops
 import streams.partner_saga
 import tables.partner_saga
 from orchestrator.app import app
@@ -18,4 +20,5 @@ from orchestrator.app import app
 __all__ = ["app"]
 
 _registered = (agents.deadlines, agents.partner_routing, agents.partner_saga, bridges.pulsar_inbound,
-               bridges.pulsar_outbound, orchestrator.web, streams.partner_saga, tables.partner_saga)
+               bridges.pulsar_outbound, orchestrator.services, orchestrator.web, orchestrator.web_ops,
+               streams.partner_saga, tables.partner_saga)

@@ -20,9 +20,10 @@ import aiohttp
 
 from tests.support.stack import KAFKA_URL, PG_URL, PULSAR_URL
 
-__all__ = ["Names", "Worker", "free_port"]
+__all__ = ["OPERATOR_TOKEN", "Names", "Worker", "free_port"]
 
 ROOT = Path(__file__).resolve().parents[2]
+OPERATOR_TOKEN = "test-operator-token-0123456789"
 
 
 def free_port() -> int:
@@ -76,6 +77,7 @@ class Names:
             "INTEGRACIONES_COMMANDS_TOPIC": self.integraciones_commands,
             "ALIANZAS_COMMANDS_TOPIC": self.alianzas_commands, "SAGA_LIFECYCLE_TOPIC": self.lifecycle,
             "DEAD_LETTER_TOPIC": self.dead_letters, "PULSAR_SUBSCRIPTION": f"orch-{self.tag}",
+            "SNAPSHOT_SCHEMA": self.app_id, "OPERATOR_TOKEN": OPERATOR_TOKEN,
         }
 
 

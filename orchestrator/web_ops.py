@@ -1,0 +1,170 @@
+"""Endpoints for operations: saga lists and history (from the PostgreSQL snapshots), operator
+retry/cancel, readiness, and the dashboard page. JSON errors everywhere, never a 500 for a
+bad request."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from faust.web import Request, Response, View
+from pydantic import ValidationError
+
+from bridges.pulsar_inbound import SUBSCRIBED
+from domain.messages import CancelRequested, RetryRequested
+from domain.state import SagaStatus
+from orchestrator.app import app, cfg
+from orchestrator.services import STORE, readiness
+from snapshots.errors import BadQuery, StoreUnavailable
+from snapshots.store import TERMINAL_STATUSES
+from streams.partner_saga import saga_events
+from wire.internal import SagaEnvelope
+
+__all__ = ["ActiveSagas", "DashboardPage", "OperatorAction", "ReadyView", "SagaCounts", "SagaHistory",
+           "SagaList"]
+
+_STATUSES = {s.value for s in SagaStatus}
+_DASHBOARD = Path(__file__).with_name("dashboard.html")
+
+
+def _error(view: View, status: int, message: str, **extra: Any) -> Response:
+    return view.json({"error": message, **extra}, status=status)
+
+
+def _unavailable(view: View, exc: StoreUnavailable) -> Response:
+    return _error(view, 503, "snapshot store unavailable; live state is at /api/v1/saga/status/{id}",
+                  detail=str(exc))
+
+
+def _limit(request: Request) -> int:
+    raw = request.query.get("limit", "50")
+    try:
+        n = int(raw)
+    except ValueError as exc:
+        raise BadQuery(f"limit must be an integer, got {raw!r}") from exc
+    if not 1 <= n <= 500:
+        raise BadQuery(f"limit must be between 1 and 500, got {n}")
+    return n
+
+
+def _statuses(request: Request) -> list[str] | None:
+    raw = request.query.get("status")
+    if not raw:
+        return None
+    wanted = [s.strip() for s in raw.split(",") if s.strip()]
+    unknown = sorted(set(wanted) - _STATUSES)
+    if unknown:
+        raise BadQuery(f"unknown status {', '.join(unknown)}; one of {', '.join(sorted(_STATUSES))}")
+    return wanted
+
+
+async def _page(view: View, request: Request, statuses: list[str] | None) -> Response:
+    try:
+        rows, nxt = await STORE.list(status=statuses, partner_id=request.query.get("partner_id") or None,
+                                     limit=_limit(request), cursor=request.query.get("cursor") or None)
+    except BadQuery as exc:
+        return _error(view, 400, str(exc))
+    except StoreUnavailable as exc:
+        return _unavailable(view, exc)
+    return view.json({"sagas": rows, "next_cursor": nxt})
+
+
+@app.page("/api/v1/sagas")
+class SagaList(View):
+    """`?status=a,b&partner_id=&limit=&cursor=`: sagas newest first, from the snapshots."""
+
+    async def get(self, request: Request) -> Response:
+        try:
+            statuses = _statuses(request)
+        except BadQuery as exc:
+            return _error(self, 400, str(exc))
+        return await _page(self, request, statuses)
+
+
+@app.page("/api/v1/saga/active")
+class ActiveSagas(View):
+    """Sagas not yet in a terminal status (the first version's endpoint), paginated."""
+
+    async def get(self, request: Request) -> Response:
+        live = sorted(_STATUSES - set(TERMINAL_STATUSES))
+        return await _page(self, request, live)
+
+
+@app.page("/api/v1/sagas/counts")
+class SagaCounts(View):
+    async def get(self, request: Request) -> Response:
+        try:
+            return self.json({"counts": await STORE.counts()})
+        except StoreUnavailable as exc:
+            return _unavailable(self, exc)
+
+
+@app.page("/api/v1/sagas/{saga_id}/history")
+class SagaHistory(View):
+    async def get(self, request: Request, saga_id: str) -> Response:
+        try:
+            rows = await STORE.history(saga_id)
+        except StoreUnavailable as exc:
+            return _unavailable(self, exc)
+        if not rows:
+            return _error(self, 404, "no such saga (or no snapshot yet)", saga_id=saga_id)
+        return self.json({"saga_id": saga_id, "transitions": rows})
+
+
+@app.page("/api/v1/sagas/{saga_id}/{action}")
+class OperatorAction(View):
+    """POST .../retry (a saga in compensation_failed tries its undo again) and .../cancel (a
+    live saga stops and undoes what it did). Bearer token: OPERATOR_TOKEN. Carried out by an
+    event in the saga's own stream; the saga decides whether it applies."""
+
+    async def post(self, request: Request, saga_id: str, action: str) -> Response:
+        if action not in ("retry", "cancel"):
+            return _error(self, 404, f"no such action {action!r}; use retry or cancel")
+        if cfg.operator_token is None:
+            return _error(self, 401, "operator endpoints are disabled: set OPERATOR_TOKEN")
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {cfg.operator_token}".encode()):
+            return _error(self, 401, "missing or wrong bearer token")
+        reason = "cancelled by operator"
+        body = await request.read()
+        if body:
+            try:
+                doc = json.loads(body)
+                reason = str(doc.get("reason") or reason) if isinstance(doc, dict) else reason
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                return _error(self, 400, "body is not valid JSON")
+        try:
+            known = await STORE.get(saga_id)
+        except StoreUnavailable as exc:
+            return _unavailable(self, exc)
+        if known is None:
+            return _error(self, 404, "no such saga", saga_id=saga_id)
+        request_id = f"{action}:{saga_id}:{uuid.uuid4()}"
+        try:
+            event = (RetryRequested(event_id=request_id, saga_id=saga_id) if action == "retry" else
+                     CancelRequested(event_id=request_id, saga_id=saga_id, reason=reason[:2000]))
+        except ValidationError as exc:
+            return _error(self, 400, "invalid request", details=str(exc))
+        env = SagaEnvelope(event=event, origin="http", received_at=time.time())
+        await (await saga_events.send(key=saga_id.encode(), value=env.model_dump_json().encode()))
+        return self.json({"accepted": True, "saga_id": saga_id, "request_id": request_id,
+                          "status_before": known["status"],
+                          "status_url": f"/api/v1/saga/status/{saga_id}"}, status=202)
+
+
+@app.page("/ready")
+class ReadyView(View):
+    async def get(self, request: Request) -> Response:
+        wanted = {cfg.pulsar_topic(cfg.partner_events_topic), cfg.pulsar_topic(cfg.alliance_events_topic)}
+        report = await readiness(wanted, set(SUBSCRIBED))
+        return self.json(report, status=200 if report["ready"] else 503)
+
+
+@app.page("/dashboard")
+class DashboardPage(View):
+    async def get(self, request: Request) -> Response:
+        return self.html(_DASHBOARD.read_text())

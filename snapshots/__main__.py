@@ -1,0 +1,115 @@
+"""Snapshot operations, run with the workers' environment (APP_ID, KAFKA_BROKER_URL,
+DATABASE_URL, SNAPSHOT_SCHEMA):
+
+    python -m snapshots rebuild   # (make snapshots-rebuild) every snapshot again, from the
+                                  # sagas changelog (the source of truth); workers may run
+    python -m snapshots restore   # (make tables-restore) the sagas, partner-sagas and
+                                  # saga-deadlines changelogs from the snapshots, for a
+                                  # cluster that lost them; stop the workers and delete their
+                                  # DATADIRs first
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+
+from domain.state import TERMINAL, Deadline, SagaState
+from orchestrator.config import ConfigError, Settings, load_settings
+from orchestrator.preflight import ensure_topics
+from snapshots.errors import SnapshotError
+from snapshots.mirror import sagas_changelog
+from snapshots.store import SnapshotStore
+from tables.deadline_index import deadline_event_fields, index_key
+
+
+async def rebuild(cfg: Settings) -> int:
+    """Upsert the latest state of every saga in the changelog; return how many sagas."""
+    store = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema)
+    await store.open()
+    consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await store.migrate()
+        topic = sagas_changelog(cfg)
+        if topic not in await consumer.topics():
+            raise SnapshotError(f"no changelog topic {topic} in Kafka: wrong APP_ID?")
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        latest: dict[str, dict[str, Any]] = {}
+        while any((await consumer.position(tp)) < end[tp] for tp in tps):
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batch.values():
+                for r in records:
+                    if r.value is not None:
+                        s = json.loads(r.value)
+                        latest[s["saga_id"]] = s
+        states = list(latest.values())
+        for i in range(0, len(states), 1000):
+            await store.upsert(states[i:i + 1000])
+        return len(latest)
+    finally:
+        await consumer.stop()
+        await store.close()
+
+
+async def restore(cfg: Settings) -> int:
+    """Write every snapshot back into the table changelogs; return how many sagas."""
+    store = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema)
+    await store.open()
+    await ensure_topics(cfg)
+    producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        states = await store.all_states()
+        partitions = sorted(await producer.partitions_for(sagas_changelog(cfg)))
+        partition_of = DefaultPartitioner()
+        for raw in states:
+            state = SagaState.model_validate(raw)
+            key = state.saga_id.encode()
+            # The same partition the saga's events hash to: Faust writes a table entry to the
+            # partition of the event being processed.
+            p = partition_of(key, partitions, partitions)
+            await producer.send(sagas_changelog(cfg), key=key, value=state.model_dump_json().encode(),
+                                partition=p)
+            if state.partner_id:
+                await producer.send(f"{cfg.app_id}-partner-sagas-changelog",
+                                    key=state.partner_id.encode(), value=key)
+            if state.deadline is not None and state.status not in TERMINAL:
+                d: Deadline = state.deadline
+                await producer.send(f"{cfg.app_id}-saga-deadlines-changelog",
+                                    key=index_key(state.saga_id, d),
+                                    value=deadline_event_fields(state.saga_id, d), partition=p)
+        await producer.flush()
+        return len(states)
+    finally:
+        await producer.stop()
+        await store.close()
+
+
+def main() -> None:
+    if len(sys.argv) != 2 or sys.argv[1] not in ("rebuild", "restore"):
+        print(__doc__, file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        cfg = load_settings()
+        t0 = time.monotonic()
+        n = asyncio.run(rebuild(cfg) if sys.argv[1] == "rebuild" else restore(cfg))
+    except (ConfigError, SnapshotError) as exc:
+        print(f"snapshots: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    verb = "rebuilt" if sys.argv[1] == "rebuild" else "restored into the changelogs"
+    print(f"snapshots: {n} sagas {verb} in {time.monotonic() - t0:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

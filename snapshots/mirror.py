@@ -1,0 +1,101 @@
+"""The mirror: the `sagas` changelog, read by a consumer group of its own, upserted into
+PostgreSQL in batches. Runs in every worker; the group shares the changelog's partitions.
+
+Order: a batch is upserted and committed in PostgreSQL, then its Kafka offsets are committed.
+PostgreSQL down: the batch is retried with backoff while the changelog keeps everything, so
+snapshots catch up when it returns; saga processing does not wait for any of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+
+from orchestrator.config import Settings
+from orchestrator.metrics import METRICS
+from snapshots.errors import StoreUnavailable
+from snapshots.store import SnapshotStore
+
+__all__ = ["ChangelogMirror", "sagas_changelog"]
+
+log = logging.getLogger(__name__)
+
+
+def sagas_changelog(cfg: Settings) -> str:
+    return f"{cfg.app_id}-sagas-changelog"
+
+
+class ChangelogMirror:
+    def __init__(self, cfg: Settings, store: SnapshotStore) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.consumer: AIOKafkaConsumer | None = None
+        self.healthy_db = False
+        self.migrated = False
+        self.next_offset: dict[Any, int] = {}
+
+    def lag(self) -> int:
+        """Changelog records not yet mirrored, over the partitions this member read from."""
+        c = self.consumer
+        if c is None:
+            return 0
+        total = 0
+        for tp in c.assignment():
+            hw, done = c.highwater(tp), self.next_offset.get(tp)
+            if hw is not None and done is not None:
+                total += max(0, hw - done)
+        return total
+
+    async def run(self) -> None:
+        try:
+            await self.store.migrate()
+            self.migrated = True
+        except StoreUnavailable as exc:
+            log.warning("snapshots: %s; the schema is created when it answers", exc)
+        self.consumer = AIOKafkaConsumer(
+            sagas_changelog(self.cfg), bootstrap_servers=self.cfg.kafka_bootstrap,
+            group_id=f"{self.cfg.app_id}-snapshots", enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=2000,
+            session_timeout_ms=int(self.cfg.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self.cfg.heartbeat_interval_s * 1000))
+        await self.consumer.start()
+        try:
+            while True:
+                batch = await self.consumer.getmany(timeout_ms=200, max_records=2000)
+                states = [json.loads(r.value) for records in batch.values() for r in records
+                          if r.value is not None]
+                for tp, records in batch.items():
+                    if records:
+                        self.next_offset[tp] = records[-1].offset + 1
+                if states:
+                    await self._write(states)
+                    await self.consumer.commit()
+                    METRICS.inc("snapshots_written_total", len(states))
+                METRICS.set("snapshot_lag_records", self.lag())
+        finally:
+            await self.consumer.stop()
+
+    async def _write(self, states: list[dict[str, Any]]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                if not self.migrated:
+                    await self.store.migrate()
+                    self.migrated = True
+                await self.store.upsert(states)
+                if not self.healthy_db:
+                    log.info("snapshots: writing to PostgreSQL")
+                self.healthy_db = True
+                return
+            except StoreUnavailable as exc:
+                if self.healthy_db or delay == 0.5:
+                    log.warning("snapshots: %s; retrying (the changelog keeps everything)", exc)
+                self.healthy_db = False
+                METRICS.inc("snapshot_write_failures_total")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+

@@ -1,0 +1,242 @@
+"""The snapshot store in PostgreSQL: schema, version-guarded upserts, and the read queries.
+
+Tables:
+- saga_snapshots: one row per saga, its latest known state (`state` JSONB), written only if
+  the incoming version is newer (an older state never overwrites a newer one);
+- saga_transitions: append-only history, one row per status change, keyed by
+  (saga_id, version, seq) so a replayed write inserts nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from snapshots.errors import BadQuery, StoreUnavailable
+
+__all__ = ["MIGRATIONS", "TERMINAL_STATUSES", "SnapshotStore"]
+
+TERMINAL_STATUSES = ("completed", "failed", "compensated", "compensation_failed")
+
+MIGRATIONS: list[str] = [
+    # 1: snapshots and history
+    """
+    CREATE TABLE IF NOT EXISTS saga_snapshots (
+        saga_id        text PRIMARY KEY,
+        version        integer NOT NULL,
+        status         text NOT NULL,
+        origin         text NOT NULL,
+        correlation_id text NOT NULL,
+        partner_id     text,
+        alliance_id    text,
+        reason         text,
+        created_at     timestamptz NOT NULL,
+        updated_at     timestamptz NOT NULL,
+        state          jsonb NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS saga_snapshots_created ON saga_snapshots (created_at DESC, saga_id DESC);
+    CREATE INDEX IF NOT EXISTS saga_snapshots_status ON saga_snapshots (status, created_at DESC, saga_id DESC);
+    CREATE INDEX IF NOT EXISTS saga_snapshots_partner ON saga_snapshots (partner_id);
+    CREATE TABLE IF NOT EXISTS saga_transitions (
+        saga_id     text NOT NULL,
+        version     integer NOT NULL,
+        seq         integer NOT NULL,
+        from_status text,
+        to_status   text NOT NULL,
+        event_type  text NOT NULL,
+        event_id    text NOT NULL,
+        at          timestamptz NOT NULL,
+        PRIMARY KEY (saga_id, version, seq)
+    );
+    """,
+]
+
+_UPSERT = """
+INSERT INTO saga_snapshots (saga_id, version, status, origin, correlation_id, partner_id,
+                            alliance_id, reason, created_at, updated_at, state)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (saga_id) DO UPDATE SET
+    version = EXCLUDED.version, status = EXCLUDED.status, partner_id = EXCLUDED.partner_id,
+    alliance_id = EXCLUDED.alliance_id, reason = EXCLUDED.reason,
+    updated_at = EXCLUDED.updated_at, state = EXCLUDED.state
+WHERE saga_snapshots.version < EXCLUDED.version
+"""
+
+_HISTORY = """
+INSERT INTO saga_transitions (saga_id, version, seq, from_status, to_status, event_type, event_id, at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT DO NOTHING
+"""
+
+_COLUMNS = ("saga_id, version, status, origin, correlation_id, partner_id, alliance_id, reason, "
+            "created_at, updated_at")
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _row(state: dict[str, Any]) -> tuple[Any, ...]:
+    return (state["saga_id"], state["version"], state["status"], state["origin"],
+            state["correlation_id"], state.get("partner_id"), state.get("alliance_id"),
+            state.get("reason"), _ts(state["created_at"]), _ts(state["updated_at"]),
+            Jsonb(state))
+
+
+def _history_rows(state: dict[str, Any]) -> list[tuple[Any, ...]]:
+    rows, seq_in_version = [], {}  # type: ignore[var-annotated]
+    for t in state.get("history", ()):
+        seq = seq_in_version.get(t["version"], 0)
+        seq_in_version[t["version"]] = seq + 1
+        rows.append((state["saga_id"], t["version"], seq, t["from_status"], t["to_status"],
+                     t["event_type"], t["event_id"], _ts(t["at"])))
+    return rows
+
+
+def encode_cursor(created_at: datetime, saga_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), saga_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, saga_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(saga_id)
+    except (ValueError, TypeError) as exc:
+        raise BadQuery(f"malformed cursor {cursor!r}") from exc
+
+
+class SnapshotStore:
+    """Async access to the snapshot tables through a small connection pool."""
+
+    def __init__(self, url: str, *, schema: str = "public", max_size: int = 4) -> None:
+        self.url = url
+        self.schema = schema
+        self.pool = AsyncConnectionPool(
+            url, min_size=1, max_size=max_size, open=False,
+            kwargs={"autocommit": False, "connect_timeout": 3,
+                    "options": f"-c search_path={_quote(schema)}"})
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def _run(self, fn: Any) -> Any:
+        try:
+            async with self.pool.connection(timeout=5) as conn:
+                return await fn(conn)
+        except psycopg.errors.UndefinedTable as exc:
+            raise StoreUnavailable("snapshot tables not created yet (each worker creates them "
+                                   "when PostgreSQL answers)") from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
+        except TimeoutError as exc:  # pool could not get a connection
+            raise StoreUnavailable("PostgreSQL unavailable: no connection within 5s") from exc
+
+    async def migrate(self) -> int:
+        """Create or upgrade the schema; return the schema version. Safe to run concurrently."""
+        async def go(conn: psycopg.AsyncConnection[Any]) -> int:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(4242001)")
+                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(self.schema)}")
+                await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                   "version integer PRIMARY KEY, applied_at timestamptz DEFAULT now())")
+                cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
+                row = await cur.fetchone()
+                current = int(row[0]) if row else 0
+                for n, sql in enumerate(MIGRATIONS, start=1):
+                    if n > current:
+                        await conn.execute(sql)
+                        await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (n,))
+                return len(MIGRATIONS)
+        return int(await self._run(go))
+
+    async def upsert(self, states: Iterable[dict[str, Any]]) -> int:
+        """Write the newest state per saga (older versions are ignored) and its history."""
+        newest: dict[str, dict[str, Any]] = {}
+        for s in states:
+            if s["saga_id"] not in newest or newest[s["saga_id"]]["version"] < s["version"]:
+                newest[s["saga_id"]] = s
+        if not newest:
+            return 0
+
+        async def go(conn: psycopg.AsyncConnection[Any]) -> int:
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(_UPSERT, [_row(s) for s in newest.values()])
+                await cur.executemany(_HISTORY, [r for s in newest.values() for r in _history_rows(s)])
+            return len(newest)
+        return int(await self._run(go))
+
+    async def ping(self) -> None:
+        async def go(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute("SELECT 1")
+            await conn.rollback()
+        await self._run(go)
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        async def go(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(sql, params)
+                rows = await cur.fetchall()
+            await conn.rollback()
+            return rows
+        return list(await self._run(go))
+
+    async def list(self, *, status: Sequence[str] | None = None, partner_id: str | None = None,
+                   limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """Sagas newest first, keyset-paginated: (rows, cursor of the next page or None)."""
+        where, params = [], []  # type: ignore[var-annotated]
+        if status:
+            where.append("status = ANY(%s)")
+            params.append(list(status))
+        if partner_id:
+            where.append("partner_id = %s")
+            params.append(partner_id)
+        if cursor:
+            created, saga_id = decode_cursor(cursor)
+            where.append("(created_at, saga_id) < (%s, %s)")
+            params += [created, saga_id]
+        sql = (f"SELECT {_COLUMNS} FROM saga_snapshots"
+               f"{' WHERE ' + ' AND '.join(where) if where else ''}"
+               " ORDER BY created_at DESC, saga_id DESC LIMIT %s")
+        rows = await self._fetch(sql, [*params, limit + 1])
+        nxt = encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["saga_id"]) \
+            if len(rows) > limit else None
+        return [_public(r) for r in rows[:limit]], nxt
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._fetch("SELECT status, count(*) AS n FROM saga_snapshots GROUP BY status", [])
+        return {r["status"]: int(r["n"]) for r in rows}
+
+    async def get(self, saga_id: str) -> dict[str, Any] | None:
+        rows = await self._fetch("SELECT state FROM saga_snapshots WHERE saga_id = %s", [saga_id])
+        return dict(rows[0]["state"]) if rows else None
+
+    async def all_states(self) -> list[dict[str, Any]]:
+        rows = await self._fetch("SELECT state FROM saga_snapshots ORDER BY saga_id", [])
+        return [dict(r["state"]) for r in rows]
+
+    async def history(self, saga_id: str) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT version, seq, from_status, to_status, event_type, event_id, at "
+            "FROM saga_transitions WHERE saga_id = %s ORDER BY version, seq", [saga_id])
+        return [{**r, "at": r["at"].isoformat()} for r in rows]
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "created_at": row["created_at"].isoformat(), "updated_at": row["updated_at"].isoformat()}
