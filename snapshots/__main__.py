@@ -40,13 +40,16 @@ async def rebuild(cfg: Settings) -> int:
         topic = sagas_changelog(cfg)
         if topic not in await consumer.topics():
             raise SnapshotError(f"no changelog topic {topic} in Kafka: wrong APP_ID?")
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        # The worker's preflight guarantees TOPIC_PARTITIONS partitions for every topic.
+        tps = [TopicPartition(topic, p) for p in range(cfg.topic_partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
         latest: dict[str, dict[str, Any]] = {}
-        while any((await consumer.position(tp)) < end[tp] for tp in tps):
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end[tp] for tp in tps])
+
+        while await behind():
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             for records in batch.values():
                 for r in records:

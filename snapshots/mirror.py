@@ -97,5 +97,5 @@ class ChangelogMirror:
                 self.healthy_db = False
                 METRICS.inc("snapshot_write_failures_total")
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 1.0)  # reconnecting is cheap; catching up fast matters
 

@@ -43,7 +43,8 @@ MIGRATIONS: list[str] = [
         state          jsonb NOT NULL
     );
     CREATE INDEX IF NOT EXISTS saga_snapshots_created ON saga_snapshots (created_at DESC, saga_id DESC);
-    CREATE INDEX IF NOT EXISTS saga_snapshots_status ON saga_snapshots (status, created_at DESC, saga_id DESC);
+    CREATE INDEX IF NOT EXISTS saga_snapshots_status
+        ON saga_snapshots (status, created_at DESC, saga_id DESC);
     CREATE INDEX IF NOT EXISTS saga_snapshots_partner ON saga_snapshots (partner_id);
     CREATE TABLE IF NOT EXISTS saga_transitions (
         saga_id     text NOT NULL,
@@ -125,20 +126,37 @@ class SnapshotStore:
     def __init__(self, url: str, *, schema: str = "public", max_size: int = 4) -> None:
         self.url = url
         self.schema = schema
-        self.pool = AsyncConnectionPool(
-            url, min_size=1, max_size=max_size, open=False,
-            kwargs={"autocommit": False, "connect_timeout": 3,
-                    "options": f"-c search_path={_quote(schema)}"})
+        self._kwargs = {"autocommit": False, "connect_timeout": 2,
+                        "options": f"-c search_path={_quote(schema)}"}
+        # Reads (web requests) share a small pool; the mirror writes on a connection of its
+        # own that it reopens at once when PostgreSQL returns (a pool would wait out its own
+        # reconnection backoff, delaying the catch-up).
+        self.pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False,
+                                        kwargs=self._kwargs)
+        self._writer: psycopg.AsyncConnection[Any] | None = None
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
 
     async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.close()
         await self.pool.close()
+
+    async def _write(self, fn: Any) -> Any:
+        try:
+            if self._writer is None or self._writer.closed:
+                self._writer = await psycopg.AsyncConnection.connect(self.url, **self._kwargs)
+            return await fn(self._writer)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            if self._writer is not None:
+                await self._writer.close()
+            self._writer = None
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
 
     async def _run(self, fn: Any) -> Any:
         try:
-            async with self.pool.connection(timeout=5) as conn:
+            async with self.pool.connection(timeout=3) as conn:
                 return await fn(conn)
         except psycopg.errors.UndefinedTable as exc:
             raise StoreUnavailable("snapshot tables not created yet (each worker creates them "
@@ -164,7 +182,7 @@ class SnapshotStore:
                         await conn.execute(sql)
                         await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (n,))
                 return len(MIGRATIONS)
-        return int(await self._run(go))
+        return int(await self._write(go))
 
     async def upsert(self, states: Iterable[dict[str, Any]]) -> int:
         """Write the newest state per saga (older versions are ignored) and its history."""
@@ -180,7 +198,7 @@ class SnapshotStore:
                 await cur.executemany(_UPSERT, [_row(s) for s in newest.values()])
                 await cur.executemany(_HISTORY, [r for s in newest.values() for r in _history_rows(s)])
             return len(newest)
-        return int(await self._run(go))
+        return int(await self._write(go))
 
     async def ping(self) -> None:
         async def go(conn: psycopg.AsyncConnection[Any]) -> None:

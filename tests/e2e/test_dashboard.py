@@ -15,15 +15,15 @@ from tests.support.flows import ended
 pytestmark = pytest.mark.stack
 
 
-async def _until(browser: Chromium, expression: str, timeout: float, what: str) -> object:
-    deadline = time.monotonic() + timeout
+async def _until(browser: Chromium, expression: str, within: float, what: str) -> object:
+    deadline = time.monotonic() + within
     while True:
         value = await browser.eval(expression)
         if value:
             return value
         if time.monotonic() > deadline:
             body = await browser.eval("document.body.innerText")
-            raise AssertionError(f"the dashboard did not show {what} in {timeout}s; page:\n{body}")
+            raise AssertionError(f"the dashboard did not show {what} in {within}s; page:\n{body}")
         await asyncio.sleep(0.25)
 
 
@@ -42,10 +42,11 @@ async def test_a_saga_started_during_the_test_appears_with_its_final_state(
         saga_id = body["saga_id"]
         await taps["lifecycle"].wait_for(lambda t: saga_id in ended(t), 30, "the saga to end")
         row = f"document.querySelector('tr[data-saga-id=\"{saga_id}\"]')"
-        final = await _until(browser, f"{row} && {row}.dataset.status === 'completed' && {row}.dataset.status",
-                             15, f"saga {saga_id} as completed")
+        shown = f"{row} && {row}.dataset.status === 'completed' && {row}.dataset.status"
+        final = await _until(browser, shown, 15, f"saga {saga_id} as completed")
         assert final == "completed"
-        assert await browser.eval("document.querySelector('.count[data-status=completed] b').textContent") == "1"
+        count = "document.querySelector('.count[data-status=completed] b').textContent"
+        assert await browser.eval(count) == "1"
         # Its timeline, on a click.
         await browser.eval(f"{row}.click()")
         timeline = await _until(

@@ -8,7 +8,6 @@ import base64
 import itertools
 import json
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -32,15 +31,15 @@ class Chromium:
         self.exe = exe
         self.port = free_port()
         self.profile = tempfile.mkdtemp(prefix="chromium-")
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: asyncio.subprocess.Process | None = None
         self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
 
     async def open(self, url: str) -> Chromium:
-        self.proc = subprocess.Popen(
-            [self.exe, *FLAGS, f"--remote-debugging-port={self.port}", f"--user-data-dir={self.profile}",
-             url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = await asyncio.create_subprocess_exec(
+            self.exe, *FLAGS, f"--remote-debugging-port={self.port}", f"--user-data-dir={self.profile}",
+            url, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         self._session = aiohttp.ClientSession()
         deadline = time.monotonic() + 30
         while True:
@@ -77,17 +76,18 @@ class Chromium:
 
     async def screenshot(self, path: Path) -> None:
         shot = await self.call("Page.captureScreenshot", format="png")
-        path.write_bytes(base64.b64decode(shot["data"]))
+        await asyncio.to_thread(path.write_bytes, base64.b64decode(shot["data"]))
 
     async def close(self) -> None:
         if self._ws is not None:
             await self._ws.close()
         if self._session is not None:
             await self._session.close()
-        if self.proc is not None:
+        if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(self.proc.wait(), timeout=10)
+            except TimeoutError:
                 self.proc.kill()
+                await self.proc.wait()
         shutil.rmtree(self.profile, ignore_errors=True)
