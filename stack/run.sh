@@ -26,7 +26,8 @@ if [[ "${DEMO:-1}" != 0 ]]; then
 fi
 cat <<MSG
 ------------------------------------------------------------------------------------------
- saga orchestrator: worker on http://127.0.0.1:$WEB_PORT  (health: /health, a saga: /api/v1/saga/status/<id>)
+ saga orchestrator: worker on http://127.0.0.1:$WEB_PORT   dashboard: http://127.0.0.1:$WEB_PORT/dashboard
+ health: /health  /ready   a saga: /api/v1/saga/status/<id>   lists: /api/v1/sagas
  participant simulators log: $STACK_DIR/logs/simulators.log     demo log: $STACK_DIR/logs/demo.log
  lifecycle events: make monitor     stack: make status / make logs     stop: Ctrl-C, then make dev-down
 ------------------------------------------------------------------------------------------
