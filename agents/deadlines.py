@@ -29,15 +29,22 @@ log = logging.getLogger(__name__)
 # still queued behind a busy stream).
 _fired: dict[bytes, float] = {}
 REFIRE_AFTER_S = 30.0
+# At most this many deadlines fired per tick, so that a backlog (a restart after a long
+# outage) is worked off over a few ticks instead of blocking the event loop in one.
+MAX_PER_TICK = 2000
 
 
 async def fire_due(now: float) -> int:
     fired = 0
     still_due: set[bytes] = set()
-    for _partition, key, f in due_entries(deadlines, now):
+    recent = {k for k, t in _fired.items() if now - t < REFIRE_AFTER_S}
+    capped = False
+    for _partition, key, f in due_entries(deadlines, now, skip=recent):
+        if fired >= MAX_PER_TICK:
+            capped = True  # the rest waits for the next tick
+            break
         still_due.add(key)
-        last = _fired.get(key)
-        if last is not None and now - last < REFIRE_AFTER_S:
+        if f is None:
             continue
         ev = DeadlineReached(
             event_id=ids.deadline_event_id(f["saga_id"], f["step"], f["phase"], f["kind"],
@@ -49,8 +56,9 @@ async def fire_due(now: float) -> int:
         await saga_events.send(key=f["saga_id"].encode(), value=envelope.model_dump_json().encode())
         _fired[key] = now
         fired += 1
-    for key in [k for k in _fired if k not in still_due]:
-        del _fired[key]
+    if not capped:  # forget deadlines the sagas have applied (they left the index)
+        for key in [k for k in _fired if k not in still_due]:
+            del _fired[key]
     if fired:
         METRICS.inc("timeouts_fired_total", fired)
     return fired

@@ -11,25 +11,15 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
-from domain import ids
 from orchestrator.app import app
 from orchestrator.metrics import METRICS
 from streams.partner_saga import partner_routing, saga_events
 from tables.partner_saga import partner_sagas
 from wire.cloudevents import Inbound
 from wire.internal import PartnerRouted, SagaEnvelope
+from wire.routing import saga_for
 
 __all__ = ["route_partner_events"]
-
-
-def saga_for(msg: PartnerRouted, known: str | None) -> str | None:
-    if msg.saga_id:
-        return msg.saga_id
-    if msg.type == "PartnerCreated":
-        if msg.correlation_id:
-            return ids.saga_id_for_correlation(msg.correlation_id)
-        return known or ids.saga_id_for_partner(msg.partner_id)
-    return known
 
 
 @app.agent(partner_routing, name="partner-routing")
@@ -48,11 +38,18 @@ async def route_partner_events(stream):  # type: ignore[no-untyped-def]
             await dead_letter(msg.raw.encode(), f"no saga to match: no saga for partner {msg.partner_id}",
                               origin=msg.origin, message_id=msg.event_id)
             continue
-        if known is None and msg.type == "PartnerCreated":
-            partner_sagas[msg.partner_id] = saga_id.encode()
         inbound = Inbound(msg.type, msg.event_id, msg.saga_id, msg.correlation_id, msg.partner_id,
                           msg.fields)
-        envelope = SagaEnvelope(event=inbound.event(saga_id), raw=msg.raw, origin=msg.origin,
-                                received_at=msg.received_at)
+        try:
+            envelope = SagaEnvelope(event=inbound.event(saga_id), raw=msg.raw, origin=msg.origin,
+                                    received_at=msg.received_at)
+        except ValidationError as exc:
+            await dead_letter(msg.raw.encode(), f"invalid event: {exc.errors()[0]['msg']}",
+                              origin=msg.origin, message_id=msg.event_id)
+            continue
+        if msg.type == "PartnerCreated" and known in (None, saga_id):
+            # Written again on a replay too: the changelog must hold it even if the first
+            # write reached only the local store before a crash.
+            partner_sagas[msg.partner_id] = saga_id.encode()
         METRICS.inc("routed_total", type=msg.type)
         await saga_events.send(key=saga_id.encode(), value=envelope.model_dump_json().encode())

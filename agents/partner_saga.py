@@ -71,6 +71,12 @@ async def run_sagas(stream):  # type: ignore[no-untyped-def]
         if decision.changed:
             sagas[saga_id] = new.model_dump_json().encode()
             _move_deadline(saga_id, state.deadline if state else None, new.deadline)
+        elif decision.outcome == "duplicate" and raw_state is not None:
+            # A replay after a crash: the local store may hold a state whose changelog record
+            # never reached Kafka. Writing the same bytes again makes the changelog whole.
+            sagas[saga_id] = raw_state
+            if new.deadline is not None:
+                deadlines[index_key(saga_id, new.deadline)] = deadline_event_fields(saga_id, new.deadline)
         if decision.outcome == "ignored":
             log.info("saga %s ignored %s %s: %s", saga_id, ev.type, ev.event_id, decision.reason)
         for t in decision.transitions:
@@ -78,5 +84,6 @@ async def run_sagas(stream):  # type: ignore[no-untyped-def]
         for cmd in decision.commands:
             METRICS.inc("commands_total", type=cmd.type)
             await outbox.send(key=event.key, value=cmd.model_dump_json().encode())
-        if envelope.received_at is not None:
+        if envelope.received_at is not None and ev.type != "DeadlineReached":
+            # From the bridge's receipt (or the HTTP request) to the decision.
             METRICS.observe_step(now - envelope.received_at)

@@ -37,31 +37,41 @@ async def route(raw: bytes, origin: str, message_id: str,
                 received_at: float) -> asyncio.Future[RecordMetadata]:
     """Write one received message to Kafka; return the future of Kafka's acknowledgement."""
     try:
-        inbound = decode_inbound(raw)
+        key, topic, value = _routed(decode_inbound(raw), origin, received_at)
     except WireError as exc:
         return await _dead(raw, str(exc), origin, message_id)
-    text = raw.decode()
+    except Exception as exc:
+        log.exception("cannot route message %s from %s", message_id, origin)
+        return await _dead(raw, f"cannot route: {exc!r}", origin, message_id)
+    if topic is None:
+        return await _dead(raw, value.decode(), origin, message_id)
+    return await topic.send(key=key, value=value)
+
+
+def _routed(inbound: Inbound, origin: str, received_at: float) -> tuple[bytes, Any, bytes]:
+    """(key, Kafka topic, value) for a decoded event; topic None means a dead letter (value:
+    the reason). Pure: encoding only, nothing sent."""
     # Replies that name their saga go straight to it, except PartnerCreated, which must pass
     # the partner index so that later replies naming only the partner find the saga.
     if inbound.saga_id and inbound.type != "PartnerCreated":
-        return await _to_saga(inbound, inbound.saga_id, text, origin, received_at)
+        return _to_saga(inbound, inbound.saga_id, origin, received_at)
     if inbound.partner_id:
         msg = PartnerRouted(type=inbound.type, event_id=inbound.event_id, saga_id=inbound.saga_id,
                             correlation_id=inbound.correlation_id, partner_id=inbound.partner_id,
-                            fields=inbound.fields, raw=text, origin=origin, received_at=received_at)
-        return await partner_routing.send(key=inbound.partner_id.encode(),
-                                          value=msg.model_dump_json().encode())
+                            fields=inbound.fields, raw=inbound.text, origin=origin,
+                            received_at=received_at)
+        return inbound.partner_id.encode(), partner_routing, msg.model_dump_json().encode()
     if inbound.correlation_id:
-        return await _to_saga(inbound, ids.saga_id_for_correlation(inbound.correlation_id), text,
-                              origin, received_at)
-    return await _dead(raw, f"no saga to match: {inbound.type} has no sagaid, correlationid or "
-                       "partner_id", origin, message_id)
+        return _to_saga(inbound, ids.saga_id_for_correlation(inbound.correlation_id), origin,
+                        received_at)
+    reason = f"no saga to match: {inbound.type} has no sagaid, correlationid or partner_id"
+    return b"", None, reason.encode()
 
 
-async def _to_saga(inbound: Inbound, saga_id: str, text: str, origin: str,
-                   received_at: float) -> asyncio.Future[RecordMetadata]:
-    env = SagaEnvelope(event=inbound.event(saga_id), raw=text, origin=origin, received_at=received_at)
-    return await saga_events.send(key=saga_id.encode(), value=env.model_dump_json().encode())
+def _to_saga(inbound: Inbound, saga_id: str, origin: str, received_at: float) -> tuple[bytes, Any, bytes]:
+    env = SagaEnvelope(event=inbound.event(saga_id), raw=inbound.text, origin=origin,
+                       received_at=received_at)
+    return saga_id.encode(), saga_events, env.model_dump_json().encode()
 
 
 async def _dead(raw: bytes, reason: str, origin: str, message_id: str) -> asyncio.Future[RecordMetadata]:
@@ -125,11 +135,14 @@ async def supervise(topic: str) -> None:
     logged, its message was negatively acknowledged, and the pump starts again."""
     delay = 1.0
     while True:
+        started = time.monotonic()
         try:
             await pump(topic)
         except asyncio.CancelledError:
             raise
         except Exception:
+            if time.monotonic() - started > 60:
+                delay = 1.0  # it had been healthy: this is a new failure, not the same one
             log.exception("bridge for %s failed; restarting in %.0fs", topic, delay)
             METRICS.inc("bridge_restarts_total")
             await asyncio.sleep(delay)

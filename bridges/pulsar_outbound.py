@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from pydantic import ValidationError
+
 from bridges.pulsar_inbound import LINK
 from domain.messages import Command, Destination
 from orchestrator.app import app, cfg
@@ -31,20 +33,23 @@ BATCH = 500
 WITHIN_S = 0.005
 
 
+async def _send_one(topic: str, payload: bytes, props: dict[str, str], key: str | None) -> object:
+    producer = await LINK.producer(topic)  # created on first use, inside the retry
+    return await producer.send(payload, properties=props, partition_key=key)
+
+
 async def _send_all(items: list[tuple[str, bytes, dict[str, str], str | None]]) -> None:
-    """Send (topic, payload, properties, key) items; retry the failed ones until all are acked."""
+    """Send (topic, payload, properties, key) items; retry the failed ones until all are acked.
+    Never raises (but for cancellation): Faust acks a take() batch even when its body fails."""
     delay = 0.2
     while items:
-        sends = []
-        for topic, payload, props, key in items:
-            producer = await LINK.producer(topic)
-            sends.append(producer.send(payload, properties=props, partition_key=key))
-        results = await asyncio.gather(*sends, return_exceptions=True)
-        failed = [it for it, r in zip(items, results, strict=True) if isinstance(r, BaseException)]
+        results = await asyncio.gather(*(_send_one(*it) for it in items), return_exceptions=True)
+        failed = [it for it, r in zip(items, results, strict=True) if isinstance(r, Exception)]
         if failed:
-            first = next(r for r in results if isinstance(r, BaseException))
+            first = next(r for r in results if isinstance(r, Exception))
             log.error("Pulsar send failed for %d of %d messages (%r); retrying in %.1fs",
                       len(failed), len(items), first, delay)
+            METRICS.inc("pulsar_send_failures_total", len(failed))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
         items = failed
@@ -52,10 +57,17 @@ async def _send_all(items: list[tuple[str, bytes, dict[str, str], str | None]]) 
 
 @app.agent(outbox, name="pulsar-outbound")
 async def forward_outbox(stream):  # type: ignore[no-untyped-def]
+    dead_topic = cfg.pulsar_topic(cfg.dead_letter_topic)
     async for values in stream.take(BATCH, within=WITHIN_S):
         items = []
         for value in values:
-            cmd = Command.model_validate_json(value)
+            try:
+                cmd = Command.model_validate_json(value)
+            except ValidationError as exc:  # not ours: straight to the dead letters, with why
+                reason = f"invalid outbox record: {exc.errors()[0]['msg']}"
+                items.append((dead_topic, value, {"reason": reason, "origin": outbox.get_topic_name()},
+                              None))
+                continue
             items.append((TOPIC_FOR[cmd.destination], encode_command(cmd),
                           {"sagaid": cmd.saga_id, "type": cmd.type}, cmd.saga_id))
             METRICS.inc("commands_sent_total", type=cmd.type)

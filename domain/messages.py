@@ -32,7 +32,10 @@ __all__ = [
     "StartSaga",
 ]
 
-NonEmpty = Annotated[str, Field(min_length=1, max_length=200)]
+# No control characters (NUL included): they cannot be stored or shown safely.
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+NonEmpty = Annotated[str, Field(min_length=1, max_length=200, pattern=_PRINTABLE)]
+Text = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")]
 
 
 class _Model(BaseModel):
@@ -42,8 +45,8 @@ class _Model(BaseModel):
 class PartnerData(_Model):
     nombre: NonEmpty
     email: Annotated[str, Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
-    telefono: Annotated[str, Field(max_length=50)] | None = None
-    direccion: Annotated[str, Field(max_length=500)] | None = None
+    telefono: Annotated[str, Field(max_length=50, pattern=_PRINTABLE)] | None = None
+    direccion: Annotated[str, Field(max_length=500, pattern=_PRINTABLE)] | None = None
 
 
 class _Event(_Model):
@@ -63,7 +66,7 @@ class PartnerCreated(_Event):
 
 class PartnerCreationFailed(_Event):
     type: Literal["PartnerCreationFailed"] = "PartnerCreationFailed"
-    reason: Annotated[str, Field(max_length=2000)] = ""
+    reason: Text = ""
 
 
 class PartnerReverted(_Event):
@@ -74,7 +77,7 @@ class PartnerReverted(_Event):
 class PartnerRevertFailed(_Event):
     type: Literal["PartnerRevertFailed"] = "PartnerRevertFailed"
     partner_id: NonEmpty
-    reason: Annotated[str, Field(max_length=2000)] = ""
+    reason: Text = ""
 
 
 # --- from gestion-de-alianzas (alliance-events)
@@ -87,7 +90,7 @@ class AllianceCreated(_Event):
 class AllianceCreationFailed(_Event):
     type: Literal["AllianceCreationFailed"] = "AllianceCreationFailed"
     partner_id: NonEmpty
-    reason: Annotated[str, Field(max_length=2000)] = ""
+    reason: Text = ""
 
 
 class AllianceCancelled(_Event):
@@ -125,7 +128,7 @@ class CancelRequested(_Event):
     """An operator asked a live saga to stop and undo what it did."""
 
     type: Literal["CancelRequested"] = "CancelRequested"
-    reason: Annotated[str, Field(max_length=2000)] = "cancelled by operator"
+    reason: Text = "cancelled by operator"
 
 
 ParticipantEvent = (

@@ -48,9 +48,9 @@ async def readiness(pulsar_topics: set[str], subscribed: set[str]) -> dict[str, 
     kafka_ok = _state["joined"] and not app.rebalancing and not app.in_recovery
     try:
         await asyncio.wait_for(STORE.ping(), timeout=3)
-        pg: dict[str, Any] = {"ok": True}
+        pg: dict[str, Any] = {"ok": MIRROR.migrated, "schema_ready": MIRROR.migrated}
     except (StoreUnavailable, TimeoutError) as exc:
-        pg = {"ok": False, "error": str(exc) or "timed out"}
+        pg = {"ok": False, "error": str(exc) or "timed out", "schema_ready": MIRROR.migrated}
     missing = sorted(pulsar_topics - subscribed)
     checks = {
         "kafka": {"ok": kafka_ok, "group_joined": _state["joined"], "rebalancing": bool(app.rebalancing),

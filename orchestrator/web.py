@@ -7,7 +7,11 @@ import time
 import uuid
 from typing import Any
 
+import aiohttp
+from aiokafka.errors import KafkaError
+from faust.exceptions import SameNode
 from faust.web import Request, Response, View
+from faust.web.exceptions import ServiceUnavailable
 from pydantic import ConfigDict, Field, ValidationError
 
 from domain import ids
@@ -39,6 +43,8 @@ async def _json_body(view: View, request: Request) -> Any:
         return json.loads(await request.read())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _BadRequest(_error(view, 400, f"body is not valid JSON: {exc}")) from exc
+    except RecursionError as exc:
+        raise _BadRequest(_error(view, 400, "body is not valid JSON: nested too deeply")) from exc
 
 
 class _BadRequest(Exception):
@@ -68,8 +74,12 @@ class StartPartnerCreation(View):
         event = StartSaga(event_id=f"start:{saga_id}", saga_id=saga_id, correlation_id=correlation_id,
                           partner=partner)
         env = SagaEnvelope(event=event, origin="http", received_at=time.time())
-        written = await saga_events.send(key=saga_id.encode(), value=env.model_dump_json().encode())
-        await written  # durable in Kafka before we answer 202
+        try:
+            written = await saga_events.send(key=saga_id.encode(), value=env.model_dump_json().encode())
+            await written  # durable in Kafka before we answer 202
+        except KafkaError as exc:
+            return _error(self, 503, "cannot record the request in Kafka; retry (same correlation_id)",
+                          detail=repr(exc))
         METRICS.inc("http_starts_total")
         return self.json({"saga_id": saga_id, "correlation_id": correlation_id, "status": "accepted",
                           "status_url": f"/api/v1/saga/status/{saga_id}"}, status=202)
@@ -79,8 +89,18 @@ class StartPartnerCreation(View):
 class SagaStatusView(View):
     """A saga's live state, from the table, answered by the worker owning its partition."""
 
-    @app.table_route(table=sagas, match_info="saga_id")
     async def get(self, request: Request, saga_id: str) -> Response:
+        # What app.table_route does, with the failures answered: the owner of the key's
+        # partition may be gone (until the group rebalances) or not known yet.
+        try:
+            return await app.router.route_req(sagas.name, saga_id, self.web, request)
+        except SameNode:
+            pass
+        except ServiceUnavailable:
+            return _error(self, 503, "no worker owns this saga's partition yet; retry shortly")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return _error(self, 503, "the worker owning this saga did not answer; retry shortly",
+                          detail=repr(exc))
         raw = sagas.get(saga_id)
         if raw is None:
             if app.rebalancing or app.in_recovery:

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
@@ -110,6 +111,8 @@ class SagaHistory(View):
             rows = await STORE.history(saga_id)
         except StoreUnavailable as exc:
             return _unavailable(self, exc)
+        except BadQuery as exc:
+            return _error(self, 400, str(exc))
         if not rows:
             return _error(self, 404, "no such saga (or no snapshot yet)", saga_id=saga_id)
         return self.json({"saga_id": saga_id, "transitions": rows})
@@ -137,11 +140,16 @@ class OperatorAction(View):
                 reason = str(doc.get("reason") or reason) if isinstance(doc, dict) else reason
             except (UnicodeDecodeError, json.JSONDecodeError):
                 return _error(self, 400, "body is not valid JSON")
+        # The snapshots say whether the saga exists. Without them (PostgreSQL down) the request
+        # still goes through: the saga applies it, ignores it, or dead-letters an unknown id.
+        verified = True
         try:
             known = await STORE.get(saga_id)
-        except StoreUnavailable as exc:
-            return _unavailable(self, exc)
-        if known is None:
+        except StoreUnavailable:
+            known, verified = None, False
+        except BadQuery as exc:
+            return _error(self, 400, str(exc))
+        if verified and known is None:
             return _error(self, 404, "no such saga", saga_id=saga_id)
         request_id = f"{action}:{saga_id}:{uuid.uuid4()}"
         try:
@@ -150,9 +158,13 @@ class OperatorAction(View):
         except ValidationError as exc:
             return _error(self, 400, "invalid request", details=str(exc))
         env = SagaEnvelope(event=event, origin="http", received_at=time.time())
-        await (await saga_events.send(key=saga_id.encode(), value=env.model_dump_json().encode()))
+        try:
+            await (await saga_events.send(key=saga_id.encode(), value=env.model_dump_json().encode()))
+        except KafkaError as exc:
+            return _error(self, 503, "cannot record the request in Kafka; retry", detail=repr(exc))
         return self.json({"accepted": True, "saga_id": saga_id, "request_id": request_id,
-                          "status_before": known["status"],
+                          "status_before": known["status"] if known else None,
+                          "existence_verified": verified,
                           "status_url": f"/api/v1/saga/status/{saga_id}"}, status=202)
 
 

@@ -12,10 +12,8 @@ DATABASE_URL, SNAPSHOT_SCHEMA):
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
@@ -45,7 +43,7 @@ async def rebuild(cfg: Settings) -> int:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
-        latest: dict[str, dict[str, Any]] = {}
+        latest: dict[str, bytes] = {}
         async def behind() -> bool:
             return any([await consumer.position(tp) < end[tp] for tp in tps])
 
@@ -53,12 +51,11 @@ async def rebuild(cfg: Settings) -> int:
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             for records in batch.values():
                 for r in records:
-                    if r.value is not None:
-                        s = json.loads(r.value)
-                        latest[s["saga_id"]] = s
-        states = list(latest.values())
-        for i in range(0, len(states), 1000):
-            await store.upsert(states[i:i + 1000])
+                    if r.value is not None and r.key is not None:
+                        latest[r.key.decode()] = r.value
+        ids = list(latest)
+        for i in range(0, len(ids), 1000):
+            await store.upsert_json({k: latest[k] for k in ids[i:i + 1000]})
         return len(latest)
     finally:
         await consumer.stop()

@@ -9,7 +9,6 @@ snapshots catch up when it returns; saga processing does not wait for any of thi
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -17,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 
 from orchestrator.config import Settings
 from orchestrator.metrics import METRICS
-from snapshots.errors import StoreUnavailable
+from snapshots.errors import BadQuery, StoreUnavailable
 from snapshots.store import SnapshotStore
 
 __all__ = ["ChangelogMirror", "sagas_changelog"]
@@ -64,29 +63,43 @@ class ChangelogMirror:
             heartbeat_interval_ms=int(self.cfg.heartbeat_interval_s * 1000))
         await self.consumer.start()
         try:
+            last_try = asyncio.get_running_loop().time()
             while True:
+                if not self.migrated and asyncio.get_running_loop().time() - last_try > 2:
+                    last_try = asyncio.get_running_loop().time()
+                    try:  # PostgreSQL was down at start: create the schema once it answers
+                        await self.store.migrate()
+                        self.migrated = True
+                    except StoreUnavailable:
+                        pass  # still down; retried in 2 s, and writes report it
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=2000)
-                states = [json.loads(r.value) for records in batch.values() for r in records
-                          if r.value is not None]
+                # A saga's records are in one partition, in order: its last one is its newest.
+                newest: dict[str, bytes] = {}
                 for tp, records in batch.items():
+                    for r in records:
+                        if r.value is not None and r.key is not None:
+                            newest[r.key.decode()] = r.value
                     if records:
                         self.next_offset[tp] = records[-1].offset + 1
-                if states:
-                    await self._write(states)
+                if newest:
+                    await self._write(newest)
                     await self.consumer.commit()
-                    METRICS.inc("snapshots_written_total", len(states))
+                    METRICS.inc("snapshots_written_total", len(newest))
                 METRICS.set("snapshot_lag_records", self.lag())
         finally:
             await self.consumer.stop()
 
-    async def _write(self, states: list[dict[str, Any]]) -> None:
+    async def _write(self, states: dict[str, bytes]) -> None:
         delay = 0.5
         while True:
             try:
                 if not self.migrated:
                     await self.store.migrate()
                     self.migrated = True
-                await self.store.upsert(states)
+                try:
+                    await self.store.upsert_json(states)
+                except BadQuery:
+                    await self._one_by_one(states)
                 if not self.healthy_db:
                     log.info("snapshots: writing to PostgreSQL")
                 self.healthy_db = True
@@ -99,3 +112,14 @@ class ChangelogMirror:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)  # reconnecting is cheap; catching up fast matters
 
+    async def _one_by_one(self, states: dict[str, bytes]) -> None:
+        """A batch PostgreSQL refused (a value it cannot store): write its states one at a
+        time and set aside, logged with the reason, the ones it refuses, so one bad state
+        does not stop every snapshot behind it. The table keeps the state; only its snapshot
+        is missing (see TROUBLESHOOTING.md)."""
+        for saga_id, state in states.items():
+            try:
+                await self.store.upsert_json({saga_id: state})
+            except BadQuery as exc:
+                METRICS.inc("snapshots_rejected_total")
+                log.error("snapshots: saga %s not snapshotted: %s", saga_id, exc)

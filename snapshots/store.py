@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from snapshots.errors import BadQuery, StoreUnavailable
@@ -60,10 +59,16 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+# Both statements take the batch as one JSON array of saga states, as the changelog holds
+# them, and let PostgreSQL take it apart: the worker parses nothing (its event loop is the
+# saga agent's), and a batch is two statements whatever its size.
 _UPSERT = """
 INSERT INTO saga_snapshots (saga_id, version, status, origin, correlation_id, partner_id,
                             alliance_id, reason, created_at, updated_at, state)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT s->>'saga_id', (s->>'version')::int, s->>'status', s->>'origin', s->>'correlation_id',
+       s->>'partner_id', s->>'alliance_id', s->>'reason',
+       to_timestamp((s->>'created_at')::float8), to_timestamp((s->>'updated_at')::float8), s
+FROM jsonb_array_elements(%s::jsonb) AS s
 ON CONFLICT (saga_id) DO UPDATE SET
     version = EXCLUDED.version, status = EXCLUDED.status, partner_id = EXCLUDED.partner_id,
     alliance_id = EXCLUDED.alliance_id, reason = EXCLUDED.reason,
@@ -73,7 +78,12 @@ WHERE saga_snapshots.version < EXCLUDED.version
 
 _HISTORY = """
 INSERT INTO saga_transitions (saga_id, version, seq, from_status, to_status, event_type, event_id, at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+SELECT s->>'saga_id', (t->>'version')::int,
+       (row_number() OVER (PARTITION BY s->>'saga_id', t->>'version' ORDER BY n) - 1)::int,
+       t->>'from_status', t->>'to_status', t->>'event_type', t->>'event_id',
+       to_timestamp((t->>'at')::float8)
+FROM jsonb_array_elements(%s::jsonb) AS s,
+     jsonb_array_elements(s->'history') WITH ORDINALITY AS h(t, n)
 ON CONFLICT DO NOTHING
 """
 
@@ -83,27 +93,6 @@ _COLUMNS = ("saga_id, version, status, origin, correlation_id, partner_id, allia
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
-
-
-def _ts(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
-
-
-def _row(state: dict[str, Any]) -> tuple[Any, ...]:
-    return (state["saga_id"], state["version"], state["status"], state["origin"],
-            state["correlation_id"], state.get("partner_id"), state.get("alliance_id"),
-            state.get("reason"), _ts(state["created_at"]), _ts(state["updated_at"]),
-            Jsonb(state))
-
-
-def _history_rows(state: dict[str, Any]) -> list[tuple[Any, ...]]:
-    rows, seq_in_version = [], {}  # type: ignore[var-annotated]
-    for t in state.get("history", ()):
-        seq = seq_in_version.get(t["version"], 0)
-        seq_in_version[t["version"]] = seq + 1
-        rows.append((state["saga_id"], t["version"], seq, t["from_status"], t["to_status"],
-                     t["event_type"], t["event_id"], _ts(t["at"])))
-    return rows
 
 
 def encode_cursor(created_at: datetime, saga_id: str) -> str:
@@ -148,6 +137,8 @@ class SnapshotStore:
             if self._writer is None or self._writer.closed:
                 self._writer = await psycopg.AsyncConnection.connect(self.url, **self._kwargs)
             return await fn(self._writer)
+        except psycopg.DataError as exc:  # this data, not the database: the caller decides
+            raise BadQuery(f"PostgreSQL refused the data: {exc}".strip()) from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             if self._writer is not None:
                 await self._writer.close()
@@ -163,6 +154,8 @@ class SnapshotStore:
                                    "when PostgreSQL answers)") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
+        except psycopg.DataError as exc:  # e.g. a NUL character in a query parameter
+            raise BadQuery(f"invalid value: {exc}".strip()) from exc
         except TimeoutError as exc:  # pool could not get a connection
             raise StoreUnavailable("PostgreSQL unavailable: no connection within 5s") from exc
 
@@ -185,18 +178,20 @@ class SnapshotStore:
         return int(await self._write(go))
 
     async def upsert(self, states: Iterable[dict[str, Any]]) -> int:
-        """Write the newest state per saga (older versions are ignored) and its history."""
-        newest: dict[str, dict[str, Any]] = {}
-        for s in states:
-            if s["saga_id"] not in newest or newest[s["saga_id"]]["version"] < s["version"]:
-                newest[s["saga_id"]] = s
+        """Write states given as dicts (see upsert_json)."""
+        return await self.upsert_json({s["saga_id"]: json.dumps(s).encode() for s in states})
+
+    async def upsert_json(self, newest: Mapping[str, bytes]) -> int:
+        """Write saga id -> state JSON (one state per saga: the newest of a batch) and its
+        history. A state older than the stored one changes nothing."""
         if not newest:
             return 0
+        batch = b"[" + b",".join(newest.values()) + b"]"
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> int:
-            async with conn.transaction(), conn.cursor() as cur:
-                await cur.executemany(_UPSERT, [_row(s) for s in newest.values()])
-                await cur.executemany(_HISTORY, [r for s in newest.values() for r in _history_rows(s)])
+            async with conn.transaction():
+                await conn.execute(_UPSERT, (batch.decode(),))
+                await conn.execute(_HISTORY, (batch.decode(),))
             return len(newest)
         return int(await self._write(go))
 

@@ -39,7 +39,13 @@ port_owner() {
     fi
 }
 
-pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+pid_alive() { # pidfile [pattern]: the process lives and (after a reboot the pid may be
+    # reused by another program) its command line matches what we started
+    [[ -f "$1" ]] || return 1
+    local pid; pid="$(cat "$1")"
+    kill -0 "$pid" 2>/dev/null || return 1
+    [[ -z "${2:-}" ]] || tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"
+}
 
 wait_port() { # name port pidfile log
     local name=$1 port=$2 pidfile=$3 log=$4 i
@@ -61,9 +67,9 @@ refuse_busy_port() { # name port
     fi
 }
 
-stop_pidfile() { # name pidfile
-    local name=$1 pidfile=$2 pid i
-    if ! pid_alive "$pidfile"; then rm -f "$pidfile"; say "$name not running"; return 0; fi
+stop_pidfile() { # name pidfile pattern
+    local name=$1 pidfile=$2 pattern=$3 pid i
+    if ! pid_alive "$pidfile" "$pattern"; then rm -f "$pidfile"; say "$name not running"; return 0; fi
     pid="$(cat "$pidfile")"
     kill "$pid" 2>/dev/null || true
     for ((i = 0; i < 120; i++)); do
@@ -92,7 +98,7 @@ kafka_resolve() {
 
 kafka_up() {
     local pidfile="$RUN/kafka.pid" data="$STACK_DIR/kafka/data" conf="$STACK_DIR/kafka/server.properties"
-    if pid_alive "$pidfile"; then say "kafka already running (pid $(cat "$pidfile")) on 127.0.0.1:$KAFKA_PORT"; return 0; fi
+    if pid_alive "$pidfile" kafka.Kafka; then say "kafka already running (pid $(cat "$pidfile")) on 127.0.0.1:$KAFKA_PORT"; return 0; fi
     command -v java >/dev/null 2>&1 || die "Java is missing: Kafka needs a JDK 17+. Install it: apt-get install -y openjdk-17-jdk-headless"
     refuse_busy_port kafka "$KAFKA_PORT"
     refuse_busy_port "kafka controller" "$KAFKA_CONTROLLER_PORT"
@@ -115,7 +121,7 @@ kafka_up() {
     local i
     for ((i = 0; i < WAIT_SECONDS * 4; i++)); do
         grep -q "Kafka Server started" "$LOGS/kafka.log" && break
-        pid_alive "$pidfile" || die "kafka exited during start-up; see $LOGS/kafka.log"
+        pid_alive "$pidfile" kafka.Kafka || die "kafka exited during start-up; see $LOGS/kafka.log"
         sleep 0.25
     done
     grep -q "Kafka Server started" "$LOGS/kafka.log" || die "kafka did not report started within ${WAIT_SECONDS}s; see $LOGS/kafka.log"
@@ -124,7 +130,7 @@ kafka_up() {
 
 kafka_version() { sed -n 's/.*<kafka.version>\(.*\)<\/kafka.version>.*/\1/p' "$ROOT/stack/kafka/pom.xml"; }
 
-kafka_down() { stop_pidfile kafka "$RUN/kafka.pid"; }
+kafka_down() { stop_pidfile kafka "$RUN/kafka.pid" kafka.Kafka; }
 
 # ---------------------------------------------------------------- pulsar
 pulsar_lite_bin() {
@@ -141,7 +147,7 @@ pulsar_up() {
     fi
     [[ "$PULSAR_IMPL" == lite ]] || die "PULSAR_IMPL must be 'lite' or 'apache', not '$PULSAR_IMPL'"
     local pidfile="$RUN/pulsar.pid"
-    if pid_alive "$pidfile"; then say "pulsar already running (pid $(cat "$pidfile")) on 127.0.0.1:$PULSAR_PORT"; return 0; fi
+    if pid_alive "$pidfile" pulsar-lite; then say "pulsar already running (pid $(cat "$pidfile")) on 127.0.0.1:$PULSAR_PORT"; return 0; fi
     refuse_busy_port pulsar "$PULSAR_PORT"
     local bin; bin="$(pulsar_lite_bin)"
     mkdir -p "$STACK_DIR/pulsar"
@@ -156,7 +162,7 @@ pulsar_down() {
     if [[ -x "$ROOT/stack/pulsar-apache/run.sh" && -f "$STACK_DIR/pulsar-apache.pid" ]]; then
         STACK_DIR="$STACK_DIR" "$ROOT/stack/pulsar-apache/run.sh" stop
     fi
-    stop_pidfile pulsar "$RUN/pulsar.pid"
+    stop_pidfile pulsar "$RUN/pulsar.pid" pulsar-lite
 }
 
 # ---------------------------------------------------------------- postgres
@@ -172,10 +178,15 @@ pg_install() {
     say "installing PostgreSQL (Debian package postgresql)"
     { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; } \
         >"$LOGS/postgres-install.log" 2>&1 || die "apt-get install postgresql failed; see $LOGS/postgres-install.log"
-    # The package starts a cluster of its own on 5432; ours is the one to use.
-    pg_ctlcluster --help >/dev/null 2>&1 && for c in $(pg_lsclusters -h 2>/dev/null | awk '{print $1"/"$2}'); do
-        pg_ctlcluster "${c%/*}" "${c#*/}" stop >/dev/null 2>&1 || true
-    done
+    # The package creates and starts a cluster of its own on 5432 (and at every boot); ours
+    # is the one to use, so stop theirs and keep it from starting again.
+    if command -v pg_lsclusters >/dev/null 2>&1; then
+        local c
+        for c in $(pg_lsclusters -h 2>/dev/null | awk '{print $1"/"$2}'); do
+            pg_ctlcluster "${c%/*}" "${c#*/}" stop >/dev/null 2>&1 || true
+            echo manual >"/etc/postgresql/$c/start.conf" 2>/dev/null || true
+        done
+    fi
     pg_bindir >/dev/null || die "PostgreSQL installed but no initdb found under /usr/lib/postgresql"
 }
 

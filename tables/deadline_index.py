@@ -14,7 +14,7 @@ range read, which is why this module reaches into the store's per-partition data
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from typing import Any
 
 from faust.types import TP
@@ -44,26 +44,33 @@ def _active_partitions(table: Any) -> list[int]:
     return sorted(tp.partition for tp in actives if tp == TP(topic, tp.partition))
 
 
-def due_in_db(db: Any, now: float) -> Iterator[tuple[bytes, dict[str, Any]]]:
-    """(key, deadline fields) of the entries of one partition's database due at `now`.
+def due_in_db(db: Any, now: float,
+              skip: Container[bytes] = ()) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
+    """(key, deadline fields) of the entries of one partition's database due at `now`; for a
+    key in `skip` the fields are not decoded (None).
 
     Reads in key order from the first window and stops at the first window after now's:
     the cost is the number of entries in past and current windows, not the database size."""
+    current = b"%010d:" % _window(now)
     last = b"%010d;" % _window(now)  # ';' sorts after ':', so the whole current window is in
     for key, value in db.items(from_key=b"0"):
         if key > last:
             break
+        if key < current:  # an earlier window: due, whatever its exact time
+            yield key, (None if key in skip else json.loads(value))
+            continue
         fields = json.loads(value)
         if fields["due_at"] <= now:
-            yield key, fields
+            yield key, (None if key in skip else fields)
 
 
-def due_entries(table: Any, now: float) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
-    """(partition, key, deadline fields) of every entry due at `now`, in the partitions this
-    worker actively owns."""
+def due_entries(table: Any, now: float,
+                skip: Container[bytes] = ()) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
+    """(partition, key, deadline fields or None if skipped) of every entry due at `now`, in
+    the partitions this worker actively owns."""
     dbs = table.data._dbs  # partition -> rocksdict.Rdict (raw mode)
     for p in _active_partitions(table):
         db = dbs.get(p)
         if db is not None:
-            for key, fields in due_in_db(db, now):
+            for key, fields in due_in_db(db, now, skip):
                 yield p, key, fields

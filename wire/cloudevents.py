@@ -36,11 +36,15 @@ class Inbound:
     correlation_id: str | None
     partner_id: str | None
     fields: dict[str, Any]  # the domain event's fields except event_id / saga_id
+    text: str = ""  # the message as received (UTF-8), for dead letters further on
 
     def event(self, saga_id: str) -> Any:
         model = PARTICIPANT_EVENT_TYPES[self.type]
         return model(event_id=self.event_id, saga_id=saga_id,
                      correlation_id=self.correlation_id, **self.fields)
+
+
+_ROUTING_FIELDS = frozenset({"type", "event_id", "saga_id", "correlation_id"})
 
 
 def _str_attr(ce: dict[str, Any], name: str) -> str | None:
@@ -49,6 +53,8 @@ def _str_attr(ce: dict[str, Any], name: str) -> str | None:
         return None
     if not isinstance(v, str):
         raise WireError(f"attribute {name!r} must be a string, got {type(v).__name__}")
+    if len(v) > 200 or not v.isprintable():
+        raise WireError(f"attribute {name!r} must be printable and at most 200 characters")
     return v
 
 
@@ -56,9 +62,15 @@ def decode_inbound(raw: bytes) -> Inbound:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise WireError(f"oversized: {len(raw)} bytes, limit {MAX_MESSAGE_BYTES}")
     try:
-        ce = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WireError(f"not JSON: not UTF-8 ({exc})") from exc
+    try:
+        ce = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise WireError(f"not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise WireError("not JSON: nested too deeply") from exc
     if not isinstance(ce, dict):
         raise WireError(f"not a CloudEvent: top level is {type(ce).__name__}, not an object")
     missing = [a for a in ("specversion", "id", "type") if a not in ce]
@@ -77,7 +89,8 @@ def decode_inbound(raw: bytes) -> Inbound:
     if not isinstance(data, dict):
         raise WireError(f"{etype}: data must be an object, got {type(data).__name__}")
     saga_id, correlation_id = _str_attr(ce, "sagaid"), _str_attr(ce, "correlationid")
-    fields = dict(data)
+    # Routing comes from the envelope's attributes only, never from data.
+    fields = {k: v for k, v in data.items() if k not in _ROUTING_FIELDS}
     if etype == "PartnerCreated":
         fields = {"partner_id": data.get("partner_id"),
                   "partner": {k: data.get(k) for k in ("nombre", "email", "telefono", "direccion")}}
@@ -90,7 +103,7 @@ def decode_inbound(raw: bytes) -> Inbound:
         where = ".".join(str(p) for p in first.get("loc", ()))
         raise WireError(f"{etype}: invalid data.{where}: {first.get('msg')}") from exc
     partner_id = data.get("partner_id") if isinstance(data.get("partner_id"), str) else None
-    return Inbound(etype, event_id, saga_id, correlation_id, partner_id, fields)
+    return Inbound(etype, event_id, saga_id, correlation_id, partner_id, fields, text)
 
 
 def _now() -> str:

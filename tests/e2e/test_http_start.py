@@ -77,6 +77,8 @@ async def test_http_started_sagas_complete_fail_or_compensate(spawn, participant
     (b'{"nombre": "x", "email": "no-at-sign"}', 422, "email"),
     (b'{"nombre": "", "email": "a@b.co"}', 422, "nombre"),
     (b'{"nombre": "x", "email": "a@b.co", "unknown": 1}', 422, "unknown"),
+    (b'{"nombre": "a\\u0000b", "email": "a@b.co"}', 422, "nombre"),
+    (b"[" * 50_000 + b"]" * 50_000, 400, "JSON"),
 ])
 async def test_bad_start_requests_get_a_4xx_json_error(spawn, raw: bytes, status: int, word: str) -> None:  # type: ignore[no-untyped-def]
     worker = spawn()

@@ -117,7 +117,8 @@ class Worker:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     async def wait_ready(self, timeout: float = 60.0) -> float:
-        """Wait until Faust says Ready (group joined, tables recovered) and /health answers."""
+        """Wait until Faust says Ready (group joined, tables recovered) and GET /ready answers
+        200 (Pulsar consumers subscribed, PostgreSQL schema in place)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None
@@ -132,7 +133,7 @@ class Worker:
 
     async def _healthy(self) -> bool:
         try:
-            status, _ = await self.get("/health")
+            status, _ = await self.get("/ready")
             return status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False

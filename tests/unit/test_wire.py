@@ -63,3 +63,26 @@ def test_commands_carry_saga_and_correlation_ids_as_extensions() -> None:
     assert (ce["sagaid"], ce["correlationid"]) == ("s-1", "corr-1")
     assert ce["source"] and ce["time"].endswith("Z") and ce["datacontenttype"] == "application/json"
     assert ce["data"] == {"partner_id": "p"}
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"[" * 60_000, "nested too deeply"),
+    (json.dumps({"specversion": "1.0", "id": "e", "type": "AllianceCreated", "source": "s",
+                 "data": {"partner_id": "p", "alliance_id": "a"}}).encode("utf-16"), "not UTF-8"),
+    (_ce(sagaid="x" * 201), "at most 200"),
+    (_ce(correlationid="a\nb"), "printable"),
+    (_ce(type="PartnerCreationFailed", data={"reason": "nul \x00 inside"}), "data.reason"),
+    (_ce(type="PartnerCreated", data={"partner_id": "p", "nombre": "a\x00b", "email": "a@b.co"}),
+     "nombre"),
+])
+def test_input_that_used_to_escape_validation_is_a_wire_error(raw: bytes, reason: str) -> None:
+    with pytest.raises(WireError, match=reason):
+        decode_inbound(raw)
+
+
+def test_routing_keys_inside_data_are_ignored() -> None:
+    inbound = decode_inbound(_ce(data={"partner_id": "p", "alliance_id": "a", "saga_id": "evil",
+                                       "event_id": "evil", "correlation_id": "evil", "type": "x"}))
+    ev = inbound.event("the-saga")
+    got = (ev.saga_id, ev.event_id, ev.correlation_id, ev.type)
+    assert got == ("the-saga", "e-1", None, "AllianceCreated")
