@@ -36,6 +36,7 @@ MAX_PER_TICK = 2000
 
 async def fire_due(now: float) -> int:
     fired = 0
+    latest = 0.0  # the most overdue deadline fired this tick
     still_due: set[bytes] = set()
     recent = {k for k, t in _fired.items() if now - t < REFIRE_AFTER_S}
     capped = False
@@ -56,11 +57,15 @@ async def fire_due(now: float) -> int:
         await saga_events.send(key=f["saga_id"].encode(), value=envelope.model_dump_json().encode())
         _fired[key] = now
         fired += 1
+        latest = max(latest, now - f["due_at"])
     if not capped:  # forget deadlines the sagas have applied (they left the index)
         for key in [k for k in _fired if k not in still_due]:
             del _fired[key]
     if fired:
         METRICS.inc("timeouts_fired_total", fired)
+        METRICS.set("timeout_fire_lateness_seconds", round(latest, 3))
+        (log.warning if latest > 1.0 else log.debug)(
+            "deadlines: fired %d, the most overdue %.3fs after its due time", fired, latest)
     return fired
 
 

@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError
 
 from simulators.participants import Behaviour, Participants
 from tests.support.pulsar import Tap, connect
-from tests.support.stack import PULSAR_URL, require_stack
+from tests.support.stack import KAFKA, PULSAR_URL, require_stack
 from tests.support.worker import Names, Worker
 
 
@@ -19,8 +21,21 @@ def stack() -> None:
 
 
 @pytest.fixture
-def names() -> Names:
-    return Names()
+async def names() -> AsyncIterator[Names]:
+    """Names of this test's topics; its Kafka topics are deleted afterwards, so that a long
+    session does not leave the one-node broker with thousands of partitions to look after."""
+    n = Names()
+    yield n
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    try:
+        await admin.start()
+        mine = [t for t in await admin.list_topics() if t.startswith(f"{n.app_id}-")]
+        if mine:
+            await admin.delete_topics(mine)
+    except KafkaConnectionError:
+        pass  # the stack is down (a test about that failed already); nothing to tidy
+    finally:
+        await admin.close()
 
 
 @pytest.fixture

@@ -41,7 +41,9 @@ async def test_an_undo_that_keeps_failing_ends_in_compensation_failed(
 @pytest.mark.parametrize("behaviour", [Behaviour(fail_alliance=1.0, fail_revert=0.5)], ids=["half-fail"])
 async def test_an_undo_that_fails_then_succeeds_ends_compensated(
         spawn, participants, taps, behaviour) -> None:  # type: ignore[no-untyped-def]
-    worker = spawn(env={**FAST_RETRIES, "SAGA_UNDO_MAX_ATTEMPTS": "10"})
+    # Each attempt fails with probability 0.5: 30 attempts and a short backoff cap make
+    # "never succeeds" (0.5**30) and a long tail of backoffs impossible in practice.
+    worker = spawn(env={**FAST_RETRIES, "SAGA_UNDO_MAX_ATTEMPTS": "30", "SAGA_BACKOFF_MAX_S": "0.4"})
     await worker.wait_ready(timeout=30)
     await publish_partners(participants, 30)
     await taps["lifecycle"].wait_for(lambda t: len(ended(t)) == 30, 90, "30 sagas to end")
