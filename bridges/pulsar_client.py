@@ -35,6 +35,11 @@ class PulsarLink:
     def connected(self) -> bool:
         return any(p.is_connected() for p in self._producers.values())
 
+    @property
+    def ready_topics(self) -> set[str]:
+        """Topics with a producer created."""
+        return set(self._producers)
+
     async def producer(self, topic: str) -> apulsar.Producer:
         p = self._producers.get(topic)
         if p is not None:

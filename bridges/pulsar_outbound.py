@@ -55,6 +55,22 @@ async def _send_all(items: list[tuple[str, bytes, dict[str, str], str | None]]) 
         items = failed
 
 
+@app.task
+async def open_producers() -> None:
+    """Create every outbound producer at start-up: creating one (a topic lookup, maybe the
+    topic itself) can take seconds, which must not fall on the first compensation."""
+    topics = [*TOPIC_FOR.values(), cfg.pulsar_topic(cfg.dead_letter_topic)]
+    delay = 0.5
+    while missing := [t for t in topics if t not in LINK.ready_topics]:
+        results = await asyncio.gather(*(LINK.producer(t) for t in missing), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            log.warning("opening Pulsar producers: %r; retrying in %.1fs", failed[0], delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    log.info("bridge: producers open for %s", ", ".join(topics))
+
+
 @app.agent(outbox, name="pulsar-outbound")
 async def forward_outbox(stream):  # type: ignore[no-untyped-def]
     dead_topic = cfg.pulsar_topic(cfg.dead_letter_topic)

@@ -43,7 +43,8 @@ async def mirror_snapshots() -> None:
             delay = min(delay * 2, 30.0)
 
 
-async def readiness(pulsar_topics: set[str], subscribed: set[str]) -> dict[str, Any]:
+async def readiness(pulsar_topics: set[str], subscribed: set[str], outbound: set[str],
+                    producing: set[str]) -> dict[str, Any]:
     """Each dependency's state; ready when all are."""
     kafka_ok = _state["joined"] and not app.rebalancing and not app.in_recovery
     try:
@@ -52,10 +53,12 @@ async def readiness(pulsar_topics: set[str], subscribed: set[str]) -> dict[str, 
     except (StoreUnavailable, TimeoutError) as exc:
         pg = {"ok": False, "error": str(exc) or "timed out", "schema_ready": MIRROR.migrated}
     missing = sorted(pulsar_topics - subscribed)
+    no_producer = sorted(outbound - producing)
     checks = {
         "kafka": {"ok": kafka_ok, "group_joined": _state["joined"], "rebalancing": bool(app.rebalancing),
                   "recovering": bool(app.in_recovery)},
-        "pulsar": {"ok": not missing, "subscribed": sorted(subscribed), "missing": missing},
+        "pulsar": {"ok": not missing and not no_producer, "subscribed": sorted(subscribed),
+                   "missing": missing, "producers_missing": no_producer},
         "postgres": pg,
     }
     return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}

@@ -15,7 +15,8 @@ from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
-from bridges.pulsar_inbound import SUBSCRIBED
+from bridges.pulsar_inbound import LINK, SUBSCRIBED
+from bridges.pulsar_outbound import TOPIC_FOR
 from domain.messages import CancelRequested, RetryRequested
 from domain.state import SagaStatus
 from orchestrator.app import app, cfg
@@ -172,7 +173,8 @@ class OperatorAction(View):
 class ReadyView(View):
     async def get(self, request: Request) -> Response:
         wanted = {cfg.pulsar_topic(cfg.partner_events_topic), cfg.pulsar_topic(cfg.alliance_events_topic)}
-        report = await readiness(wanted, set(SUBSCRIBED))
+        outbound = {*TOPIC_FOR.values(), cfg.pulsar_topic(cfg.dead_letter_topic)}
+        report = await readiness(wanted, set(SUBSCRIBED), outbound, LINK.ready_topics)
         return self.json(report, status=200 if report["ready"] else 503)
 
 
