@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+
+from faust.types import RecordMetadata
 
 from orchestrator.metrics import METRICS
 from streams.partner_saga import dead_letters
@@ -14,12 +17,13 @@ log = logging.getLogger(__name__)
 
 
 async def dead_letter(original: bytes, reason: str, *, origin: str, key: bytes | None = None,
-                      message_id: str = "") -> None:
-    """Queue `original` (as received) with its reason; the producer flush before the offset
-    commit makes it durable before the source offset moves on."""
+                      message_id: str = "") -> asyncio.Future[RecordMetadata]:
+    """Queue `original` (as received) with its reason; return the future of Kafka's
+    acknowledgement. In an agent, the producer flush before the offset commit makes it
+    durable before the source offset moves on; the Pulsar bridge awaits the future."""
     METRICS.inc("dead_letters_total", origin=origin.rsplit("/", 1)[-1])
     log.warning("dead letter from %s: %s", origin, reason)
-    await dead_letters.send(
+    return await dead_letters.send(
         key=key,
         value=original,
         headers={

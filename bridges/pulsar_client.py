@@ -32,10 +32,6 @@ class PulsarLink:
         return self._client
 
     @property
-    def connected(self) -> bool:
-        return any(p.is_connected() for p in self._producers.values())
-
-    @property
     def ready_topics(self) -> set[str]:
         """Topics with a producer created."""
         return set(self._producers)

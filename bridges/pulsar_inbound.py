@@ -17,11 +17,12 @@ from typing import Any
 import pulsar
 from faust.types import RecordMetadata
 
+from agents.dead_letters import dead_letter
 from bridges.pulsar_client import PulsarLink
 from domain import ids
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
-from streams.partner_saga import dead_letters, partner_routing, saga_events
+from streams.partner_saga import partner_routing, saga_events
 from wire.cloudevents import Inbound, WireError, decode_inbound
 from wire.internal import PartnerRouted, SagaEnvelope
 
@@ -39,12 +40,12 @@ async def route(raw: bytes, origin: str, message_id: str,
     try:
         key, topic, value = _routed(decode_inbound(raw), origin, received_at)
     except WireError as exc:
-        return await _dead(raw, str(exc), origin, message_id)
+        return await dead_letter(raw, str(exc), origin=origin, message_id=message_id)
     except Exception as exc:
         log.exception("cannot route message %s from %s", message_id, origin)
-        return await _dead(raw, f"cannot route: {exc!r}", origin, message_id)
+        return await dead_letter(raw, f"cannot route: {exc!r}", origin=origin, message_id=message_id)
     if topic is None:
-        return await _dead(raw, value.decode(), origin, message_id)
+        return await dead_letter(raw, value.decode(), origin=origin, message_id=message_id)
     return await topic.send(key=key, value=value)
 
 
@@ -72,16 +73,6 @@ def _to_saga(inbound: Inbound, saga_id: str, origin: str, received_at: float) ->
     env = SagaEnvelope(event=inbound.event(saga_id), raw=inbound.text, origin=origin,
                        received_at=received_at)
     return saga_id.encode(), saga_events, env.model_dump_json().encode()
-
-
-async def _dead(raw: bytes, reason: str, origin: str, message_id: str) -> asyncio.Future[RecordMetadata]:
-    METRICS.inc("dead_letters_total", origin=origin.rsplit("/", 1)[-1])
-    log.warning("dead letter from %s: %s", origin, reason)
-    return await dead_letters.send(
-        value=raw,
-        headers={"reason": reason[:1000].encode(), "origin": origin.encode(),
-                 "message_id": message_id.encode(), "dead_lettered_at": f"{time.time():.3f}".encode()},
-    )
 
 
 async def _settle(consumer: Any, msg: pulsar.Message, written: asyncio.Future[RecordMetadata],

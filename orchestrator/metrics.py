@@ -35,9 +35,6 @@ class Metrics:
         self._hist_sum += seconds
         self._hist_count += 1
 
-    def get(self, name: str, **labels: str) -> int:
-        return self.counters[(name, tuple(sorted(labels.items())))]
-
     def render(self) -> str:
         lines: list[str] = []
         seen: set[str] = set()

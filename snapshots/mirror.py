@@ -49,12 +49,19 @@ class ChangelogMirror:
                 total += max(0, hw - done)
         return total
 
-    async def run(self) -> None:
+    async def _try_migrate(self, *, quiet: bool = False) -> None:
+        """Create or upgrade the schema if not done yet; PostgreSQL down leaves it for later."""
+        if self.migrated:
+            return
         try:
             await self.store.migrate()
             self.migrated = True
         except StoreUnavailable as exc:
-            log.warning("snapshots: %s; the schema is created when it answers", exc)
+            if not quiet:
+                log.warning("snapshots: %s; the schema is created when it answers", exc)
+
+    async def run(self) -> None:
+        await self._try_migrate()
         self.consumer = AIOKafkaConsumer(
             sagas_changelog(self.cfg), bootstrap_servers=self.cfg.kafka_bootstrap,
             group_id=f"{self.cfg.app_id}-snapshots", enable_auto_commit=False,
@@ -67,11 +74,7 @@ class ChangelogMirror:
             while True:
                 if not self.migrated and asyncio.get_running_loop().time() - last_try > 2:
                     last_try = asyncio.get_running_loop().time()
-                    try:  # PostgreSQL was down at start: create the schema once it answers
-                        await self.store.migrate()
-                        self.migrated = True
-                    except StoreUnavailable:
-                        pass  # still down; retried in 2 s, and writes report it
+                    await self._try_migrate(quiet=True)  # PostgreSQL was down at start
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=2000)
                 # A saga's records are in one partition, in order: its last one is its newest.
                 newest: dict[str, bytes] = {}

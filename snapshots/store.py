@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -176,10 +176,6 @@ class SnapshotStore:
                         await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (n,))
                 return len(MIGRATIONS)
         return int(await self._write(go))
-
-    async def upsert(self, states: Iterable[dict[str, Any]]) -> int:
-        """Write states given as dicts (see upsert_json)."""
-        return await self.upsert_json({s["saga_id"]: json.dumps(s).encode() for s in states})
 
     async def upsert_json(self, newest: Mapping[str, bytes]) -> int:
         """Write saga id -> state JSON (one state per saga: the newest of a batch) and its
