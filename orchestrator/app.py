@@ -6,12 +6,13 @@ from __future__ import annotations
 import faust
 
 from orchestrator.config import Settings, settings
+from orchestrator.kafka_transport import SagaApp
 
 __all__ = ["app", "cfg", "create_app"]
 
 
 def create_app(cfg: Settings) -> faust.App:
-    return faust.App(
+    return SagaApp(
         cfg.app_id,
         # Faust reads its settings from the environment too, and environment wins, under
         # names such as BROKER_URL (ours is Pulsar's) and WEB_PORT. A prefix keeps Faust to
@@ -41,6 +42,7 @@ def create_app(cfg: Settings) -> faust.App:
         producer_linger_ms=2,
         producer_max_batch_size=256 * 1024,
         stream_buffer_maxsize=8192,
+        fetch_max_wait_ms=cfg.fetch_max_wait_ms,
     )
 
 

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     table_store: str = Field("rocksdb://", alias="TABLE_STORE")
     session_timeout_s: float = Field(10.0, alias="KAFKA_SESSION_TIMEOUT", gt=1, le=300)
     heartbeat_interval_s: float = Field(1.0, alias="KAFKA_HEARTBEAT_INTERVAL", gt=0, le=30)
+    # The consumer's fetch long-poll; it bounds how long a busy partition's next records can
+    # wait behind a fetch of the quiet ones (orchestrator/kafka_transport.py).
+    fetch_max_wait_ms: int = Field(50, alias="KAFKA_FETCH_MAX_WAIT_MS", ge=1, le=30_000)
 
     # The worker's web server (table views, health).
     web_host: str = Field("127.0.0.1", alias="WEB_HOST")  # advertised to other workers
