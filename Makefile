@@ -63,8 +63,9 @@ unit: setup ## unit tests only (no stack needed)
 bench: setup ## benchmarks that print their figures (deadline timer tick cost)
 	@$(UV) run --no-sync python -m benchmarks.deadline_tick
 
-bench-e2e: dev-up ## end-to-end saga throughput and latency on the local stack (SAGAS=5000)
-	@$(UV) run --no-sync python -m benchmarks.saga_throughput --sagas $${SAGAS:-5000}
+bench-e2e: dev-up ## end-to-end saga throughput and latency on the local stack (SAGAS=5000 RATE=per-second ECHO=1)
+	@$(UV) run --no-sync python -m benchmarks.saga_throughput --sagas $${SAGAS:-5000} \
+		$${RATE:+--rate $$RATE} $${ECHO:+--echo-sagaid}
 
 lint: setup ## ruff and mypy
 	@$(UV) run --no-sync ruff check .
