@@ -7,7 +7,7 @@ WEB_PORT ?= 6066
 PYTEST_ARGS ?=
 
 .PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit bench lint \
-        browser snapshots-rebuild tables-restore bench-e2e \
+        browser snapshots-rebuild tables-restore bench-e2e bench-agent \
         compose-config compose-up compose-down
 
 help: ## list the targets
@@ -62,6 +62,9 @@ unit: setup ## unit tests only (no stack needed)
 
 bench: setup ## benchmarks that print their figures (deadline timer tick cost)
 	@$(UV) run --no-sync python -m benchmarks.deadline_tick
+
+bench-agent: dev-up ## the saga agent's rate against a pass-through Faust agent's (EVENTS=20000)
+	@$(UV) run --no-sync python -m benchmarks.agent_rate --events $${EVENTS:-20000}
 
 bench-e2e: dev-up ## end-to-end saga throughput and latency on the local stack (SAGAS=5000 RATE=per-second ECHO=1)
 	@$(UV) run --no-sync python -m benchmarks.saga_throughput --sagas $${SAGAS:-5000} \

@@ -1,0 +1,177 @@
+"""Benchmark: the saga agent's rate against a pass-through Faust agent's (make bench-agent).
+
+Each side gets the same backlog: N events already in an 8-partition Kafka topic before its
+worker starts, so the figure is the agents' rate, not a producer's.
+- pass-through: benchmarks/passthrough.py, one agent forwarding each record to another topic,
+  with the orchestrator's Faust settings;
+- saga agent: the real worker (python -m orchestrator worker, all its agents and bridges
+  running), N PartnerCreated events for N new sagas on `<APP_ID>-events`, as the partner
+  router writes them. Each one is decoded, decided, stored (sagas and deadline tables) and
+  sends its commands (CreateAlliance, SagaStarted) on to Pulsar.
+A side's rate is (N - 1) / (time of its last output - time of its first), from the Kafka
+timestamps of what it wrote: `<APP_ID>-out` for the pass-through, the `sagas` table's
+changelog for the saga agent (one record per event).
+
+    uv run python -m benchmarks.agent_rate [--events 20000]      (make bench-agent EVENTS=20000)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from domain import ids
+from tests.support.flows import partner_created
+from tests.support.stack import KAFKA, KAFKA_URL, require_stack
+from tests.support.worker import ROOT, Names, Worker, free_port
+from wire.cloudevents import decode_inbound
+from wire.internal import SagaEnvelope
+
+PARTITIONS = 8
+
+
+def _saga_events(n: int) -> list[tuple[bytes, bytes]]:
+    out = []
+    for i in range(n):
+        partner_id = str(uuid.uuid4())
+        raw = partner_created(partner_id, i)
+        inbound = decode_inbound(raw)
+        saga_id = ids.saga_id_for_partner(partner_id)
+        env = SagaEnvelope(event=inbound.event(saga_id), raw=inbound.text,
+                           origin="persistent://public/default/partner-events")
+        out.append((saga_id.encode(), env.model_dump_json().encode()))
+    return out
+
+
+async def _fill(topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, key=k, value=v) for k, v in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def _written(topic: str, expect: int, within_s: float, alive: Callable[[], str | None]
+                   ) -> tuple[float, float]:
+    """Wait until `topic` holds `expect` records; return the first and last timestamps (s).
+    `alive` returns why the writer is gone, or None while it runs."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + within_s
+        while not (parts := consumer.partitions_for_topic(topic)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} was never created")
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.2)
+        consumer.assign([TopicPartition(topic, p) for p in parts])
+        await consumer.seek_to_beginning()
+        seen, first, last = 0, float("inf"), 0.0
+        while seen < expect:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: {seen} of {expect} records after {within_s:.0f}s")
+            if (gone := alive()) is not None:
+                raise RuntimeError(f"{topic}: {seen} of {expect} records; the worker is gone: {gone}")
+            for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                seen += len(records)
+                first = min(first, *(r.timestamp / 1000 for r in records))
+                last = max(last, *(r.timestamp / 1000 for r in records))
+        return first, last
+    finally:
+        await consumer.stop()
+
+
+async def _topics(admin: AIOKafkaAdminClient, *names: str) -> None:
+    await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
+
+
+async def _drop(admin: AIOKafkaAdminClient, prefix: str) -> None:
+    mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+    if mine:
+        await admin.delete_topics(mine)
+
+
+def _start_pass_through(app_id: str, folder: Path) -> subprocess.Popen[bytes]:
+    port = free_port()
+    env = {**os.environ, "APP_ID": app_id, "KAFKA_BROKER_URL": KAFKA_URL,
+           "DATADIR": str(folder / "pt"), "WEB_PORT": str(port)}
+    with open(folder / "pass-through.log", "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "benchmarks.passthrough", "worker", "-l", "warn",
+                                 "--web-port", str(port)], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+
+
+async def pass_through_rate(n: int, records: list[tuple[bytes, bytes]], admin: AIOKafkaAdminClient,
+                            folder: Path) -> float:
+    app_id = f"bench-pt-{uuid.uuid4().hex[:8]}"
+    await _topics(admin, f"{app_id}-in", f"{app_id}-out")
+    await _fill(f"{app_id}-in", records)
+    proc = _start_pass_through(app_id, folder)
+    try:
+        first, last = await _written(
+            f"{app_id}-out", n, 300,
+            lambda: None if proc.poll() is None else (folder / "pass-through.log").read_text()[-2000:])
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        await _drop(admin, f"{app_id}-")
+    return (n - 1) / (last - first)
+
+
+async def saga_agent_rate(n: int, records: list[tuple[bytes, bytes]], admin: AIOKafkaAdminClient,
+                          folder: Path) -> float:
+    names = Names()
+    await _topics(admin, f"{names.app_id}-events")
+    await _fill(f"{names.app_id}-events", records)
+    worker = Worker(names, folder / "saga").start()
+    try:
+        first, last = await _written(
+            f"{names.app_id}-sagas-changelog", n, 600,
+            lambda: None if worker.proc is None or worker.proc.poll() is None else worker.log()[-2000:])
+    finally:
+        worker.stop()
+        await _drop(admin, f"{names.app_id}-")
+    return (n - 1) / (last - first)
+
+
+async def run(n: int) -> None:
+    require_stack()
+    folder = Path(tempfile.mkdtemp(prefix="bench-agent-"))
+    records = _saga_events(n)
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        passing = await pass_through_rate(n, records, admin, folder)
+        saga = await saga_agent_rate(n, records, admin, folder)
+    finally:
+        await admin.close()
+        shutil.rmtree(folder, ignore_errors=True)
+    size = sum(len(v) for _, v in records) / n
+    print(f"events: {n} per side, {size:.0f} bytes each, {PARTITIONS} partitions, one worker")
+    print(f"pass-through Faust agent: {passing:,.0f} events/s")
+    print(f"saga agent (whole worker): {saga:,.0f} events/s")
+    print(f"saga / pass-through: {saga / passing:.2f} (the design asks for 0.5 or more)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=20_000)
+    asyncio.run(run(p.parse_args().events))
+
+
+if __name__ == "__main__":
+    main()
