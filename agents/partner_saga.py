@@ -1,10 +1,11 @@
 """The saga agent: for each saga event, load the saga, decide, store, send.
 
-Commit order (at-least-once): the table write (changelog record) and the commands are
-produced while the event is processed; Faust flushes the producer before it commits the
-event's offset. A crash in between replays the event: the saga recognises its id and
-re-sends the same commands with the same ids (domain/transition.py), and participants
-deduplicate by command id.
+Commit order (at-least-once): the table writes (changelog records) are produced while the
+event is processed, and its commands are handed to the Pulsar bridge. The event is
+acknowledged only when Pulsar acknowledged its commands (at once if it has none), and Faust
+flushes the producer before it commits an acknowledged offset. A crash in between replays
+the event: the saga recognises its id and re-sends the same commands with the same ids
+(domain/transition.py), and participants deduplicate by command id.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import time
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
+from bridges.pulsar_outbound import OUTBOUND
 from domain import SagaState, decide
+from domain.messages import Command
 from domain.state import Deadline
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
 from orchestrator.policies import definition_from
-from streams.partner_saga import outbox, saga_events
+from streams.partner_saga import saga_events
 from tables.deadline_index import deadline_event_fields, index_key
 from tables.partner_saga import deadlines, sagas
 from wire.internal import SagaEnvelope
@@ -42,48 +45,58 @@ def _move_deadline(saga_id: str, old: Deadline | None, new: Deadline | None) -> 
 
 @app.agent(saga_events, name="partner-saga")
 async def run_sagas(stream):  # type: ignore[no-untyped-def]
+    events = stream.noack()  # acknowledged below, once what they produced is durable
+    async for event in events.events():
+        commands = await _apply(event)
+        if commands:
+            await OUTBOUND.send(commands, lambda event=event: events.ack(event))
+        else:
+            await events.ack(event)
+
+
+async def _apply(event) -> list[Command]:  # type: ignore[no-untyped-def]
+    """Decide one saga event and store the outcome; return the commands to send."""
     topic = saga_events.get_topic_name()
-    async for event in stream.events():
-        saga_id = event.key.decode() if event.key else ""
-        try:
-            envelope = SagaEnvelope.model_validate_json(event.value)
-        except ValidationError as exc:
-            await dead_letter(event.value, f"invalid saga event: {exc.errors()[0]['msg']}",
-                              origin=topic, key=event.key)
-            continue
-        ev = envelope.event
-        if ev.saga_id != saga_id:
-            await dead_letter(event.value, f"key {saga_id!r} is not the event's saga {ev.saga_id!r}",
-                              origin=topic, key=event.key)
-            continue
-        raw_state = sagas.get(saga_id)
-        state = SagaState.model_validate_json(raw_state) if raw_state is not None else None
-        now = time.time()
-        decision = decide(state, ev, now, DEFINITION)
-        METRICS.inc("events_total", type=ev.type, outcome=decision.outcome)
-        if decision.outcome == "rejected":
-            original = envelope.raw.encode() if envelope.raw is not None else event.value
-            await dead_letter(original, f"no saga to match: {decision.reason}",
-                              origin=envelope.origin or topic, key=event.key, message_id=ev.event_id)
-            continue
-        new = decision.state
-        assert new is not None
-        if decision.changed:
-            sagas[saga_id] = new.model_dump_json().encode()
-            _move_deadline(saga_id, state.deadline if state else None, new.deadline)
-        elif decision.outcome == "duplicate" and raw_state is not None:
-            # A replay after a crash: the local store may hold a state whose changelog record
-            # never reached Kafka. Writing the same bytes again makes the changelog whole.
-            sagas[saga_id] = raw_state
-            if new.deadline is not None:
-                deadlines[index_key(saga_id, new.deadline)] = deadline_event_fields(saga_id, new.deadline)
-        if decision.outcome == "ignored":
-            log.info("saga %s ignored %s %s: %s", saga_id, ev.type, ev.event_id, decision.reason)
-        for t in decision.transitions:
-            METRICS.inc("transitions_total", to=t.to_status.value)
-        for cmd in decision.commands:
-            METRICS.inc("commands_total", type=cmd.type)
-            await outbox.send(key=event.key, value=cmd.model_dump_json().encode())
-        if envelope.received_at is not None and ev.type != "DeadlineReached":
-            # From the bridge's receipt (or the HTTP request) to the decision.
-            METRICS.observe_step(now - envelope.received_at)
+    saga_id = event.key.decode() if event.key else ""
+    try:
+        envelope = SagaEnvelope.model_validate_json(event.value)
+    except ValidationError as exc:
+        await dead_letter(event.value, f"invalid saga event: {exc.errors()[0]['msg']}",
+                          origin=topic, key=event.key)
+        return []
+    ev = envelope.event
+    if ev.saga_id != saga_id:
+        await dead_letter(event.value, f"key {saga_id!r} is not the event's saga {ev.saga_id!r}",
+                          origin=topic, key=event.key)
+        return []
+    raw_state = sagas.get(saga_id)
+    state = SagaState.model_validate_json(raw_state) if raw_state is not None else None
+    now = time.time()
+    decision = decide(state, ev, now, DEFINITION)
+    METRICS.inc("events_total", type=ev.type, outcome=decision.outcome)
+    if decision.outcome == "rejected":
+        original = envelope.raw.encode() if envelope.raw is not None else event.value
+        await dead_letter(original, f"no saga to match: {decision.reason}",
+                          origin=envelope.origin or topic, key=event.key, message_id=ev.event_id)
+        return []
+    new = decision.state
+    assert new is not None
+    if decision.changed:
+        sagas[saga_id] = new.model_dump_json().encode()
+        _move_deadline(saga_id, state.deadline if state else None, new.deadline)
+    elif decision.outcome == "duplicate" and raw_state is not None:
+        # A replay after a crash: the local store may hold a state whose changelog record
+        # never reached Kafka. Writing the same bytes again makes the changelog whole.
+        sagas[saga_id] = raw_state
+        if new.deadline is not None:
+            deadlines[index_key(saga_id, new.deadline)] = deadline_event_fields(saga_id, new.deadline)
+    if decision.outcome == "ignored":
+        log.info("saga %s ignored %s %s: %s", saga_id, ev.type, ev.event_id, decision.reason)
+    for t in decision.transitions:
+        METRICS.inc("transitions_total", to=t.to_status.value)
+    for cmd in decision.commands:
+        METRICS.inc("commands_total", type=cmd.type)
+    if envelope.received_at is not None and ev.type != "DeadlineReached":
+        # From the bridge's receipt (or the HTTP request) to the decision.
+        METRICS.observe_step(now - envelope.received_at)
+    return list(decision.commands)

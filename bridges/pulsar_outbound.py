@@ -1,26 +1,28 @@
-"""Kafka -> Pulsar: commands, lifecycle notices and dead letters out to the participants.
+"""Out to Pulsar: commands and lifecycle notices, and dead letters.
 
-A batch of outbox events is sent with the asyncio Pulsar producers (batched), and the
-agent moves on, letting Faust commit the batch's offsets, only once Pulsar acknowledged
-every message of it. A failed send is retried, with backoff, until it succeeds: the
-stream waits rather than skip a command.
+The saga agent hands each event's commands to `OUTBOUND` and goes on with the next event;
+the commands are sent with the asyncio Pulsar producers (batching), and the event is
+acknowledged to Faust (so that its offset may be committed) only once Pulsar acknowledged
+all of them. A failed send is retried, with backoff, until it succeeds; at most
+BRIDGE_MAX_IN_FLIGHT events wait for Pulsar, after which the saga agent waits too.
+Dead letters go through a Kafka topic first (any agent or bridge may write one) and are
+forwarded in batches, acknowledged the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-
-from pydantic import ValidationError
+from collections.abc import Awaitable, Callable, Sequence
 
 from bridges.pulsar_inbound import LINK
 from domain.messages import Command, Destination
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
-from streams.partner_saga import dead_letters, outbox
+from streams.partner_saga import dead_letters
 from wire.cloudevents import encode_command
 
-__all__ = ["forward_dead_letters", "forward_outbox"]
+__all__ = ["OUTBOUND", "Outbound", "forward_dead_letters"]
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +73,41 @@ async def open_producers() -> None:
     log.info("bridge: producers open for %s", ", ".join(topics))
 
 
-@app.agent(outbox, name="pulsar-outbound")
-async def forward_outbox(stream):  # type: ignore[no-untyped-def]
-    dead_topic = cfg.pulsar_topic(cfg.dead_letter_topic)
-    async for values in stream.take(BATCH, within=WITHIN_S):
-        items = []
-        for value in values:
-            try:
-                cmd = Command.model_validate_json(value)
-            except ValidationError as exc:  # not ours: straight to the dead letters, with why
-                reason = f"invalid outbox record: {exc.errors()[0]['msg']}"
-                items.append((dead_topic, value, {"reason": reason, "origin": outbox.get_topic_name()},
-                              None))
-                continue
-            items.append((TOPIC_FOR[cmd.destination], encode_command(cmd),
-                          {"sagaid": cmd.saga_id, "type": cmd.type}, cmd.saga_id))
-            METRICS.inc("commands_sent_total", type=cmd.type)
-        await _send_all(items)
+class Outbound:
+    """Commands on their way to Pulsar, one delivery per saga event, each acknowledging its
+    event when Pulsar acknowledged all of the event's commands."""
+
+    def __init__(self, max_in_flight: int) -> None:
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def send(self, commands: Sequence[Command], ack: Callable[[], Awaitable[object]]) -> None:
+        """Start sending `commands`; `ack` runs once Pulsar has them all. Returns at once,
+        or, with BRIDGE_MAX_IN_FLIGHT events already waiting for Pulsar, once one is done.
+        Deliveries start in call order, so a saga's commands leave in the order decided."""
+        items = [(TOPIC_FOR[c.destination], encode_command(c), {"sagaid": c.saga_id, "type": c.type},
+                  c.saga_id) for c in commands]
+        await self._slots.acquire()
+        task = asyncio.create_task(self._deliver(items, commands, ack))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, items: list[tuple[str, bytes, dict[str, str], str | None]],
+                       commands: Sequence[Command], ack: Callable[[], Awaitable[object]]) -> None:
+        try:
+            await _send_all(items)
+            for c in commands:
+                METRICS.inc("commands_sent_total", type=c.type)
+            await ack()
+        finally:
+            self._slots.release()
+
+
+OUTBOUND = Outbound(cfg.bridge_max_in_flight)
 
 
 @app.agent(dead_letters, name="dead-letter-outbound")

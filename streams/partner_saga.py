@@ -1,6 +1,6 @@
 """Kafka topics of the partner-creation saga, named after the app id (APP_ID, default
 saga-orchestrator), like Faust's changelog topics. Every key is a plain UTF-8 string: the
-saga id on -events and -outbox, the partner id on -partner-routing."""
+saga id on -events, the partner id on -partner-routing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import faust
 
 from orchestrator.app import app, cfg
 
-__all__ = ["dead_letters", "outbox", "partner_routing", "raw_schema", "saga_events"]
+__all__ = ["dead_letters", "partner_routing", "raw_schema", "saga_events"]
 
 
 def raw_schema() -> faust.Schema:
@@ -30,9 +30,6 @@ saga_events = app.topic(f"{cfg.app_id}-events", **_common())
 #: Participant events that name a partner but not (for sure) a saga, keyed by partner id:
 #: the resolver looks the saga up in the partner -> saga index and forwards to saga-events.
 partner_routing = app.topic(f"{cfg.app_id}-partner-routing", **_common())
-
-#: Commands and lifecycle notices on their way to Pulsar, keyed by saga id.
-outbox = app.topic(f"{cfg.app_id}-outbox", **_common())
 
 #: Messages that could not be processed: original bytes as the value, the reason in headers.
 dead_letters = app.topic(f"{cfg.app_id}-dead-letters", **_common())
