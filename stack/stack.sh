@@ -16,7 +16,8 @@ KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_HEAP="${KAFKA_HEAP:--Xms256m -Xmx1g}"
 PULSAR_PORT="${PULSAR_PORT:-6650}"
 PULSAR_WEB_PORT="${PULSAR_WEB_PORT:-8080}"
-PULSAR_IMPL="${PULSAR_IMPL:-lite}"
+PULSAR_IMPL="${PULSAR_IMPL:-apache}"
+PULSAR_BOOKIE_PORT="${PULSAR_BOOKIE_PORT:-3181}"
 PG_PORT="${PG_PORT:-5432}"
 PG_DB="${PG_DB:-saga_db}"
 PG_PASSWORD="${PG_PASSWORD:-postgres}"
@@ -138,11 +139,21 @@ pulsar_lite_bin() {
         || die "the pulsar-lite package is missing: run 'uv sync' (make dev-up does) first"
 }
 
+pulsar_apache_version() { sed -n 's/.*<pulsar.version>\(.*\)<\/pulsar.version>.*/\1/p' "$ROOT/stack/pulsar-apache/pom.xml"; }
+
 pulsar_up() {
     if [[ "$PULSAR_IMPL" == apache ]]; then
-        [[ -x "$ROOT/stack/pulsar-apache/run.sh" ]] || die "PULSAR_IMPL=apache but stack/pulsar-apache/run.sh is missing"
+        local apid="$STACK_DIR/pulsar-apache.pid"
+        if [[ -f "$apid" ]] && kill -0 "$(cat "$apid")" 2>/dev/null; then
+            say "pulsar already running (pid $(cat "$apid")) on 127.0.0.1:$PULSAR_PORT"; return 0
+        fi
+        refuse_busy_port pulsar "$PULSAR_PORT"
+        refuse_busy_port "pulsar web" "$PULSAR_WEB_PORT"
+        refuse_busy_port "pulsar bookie" "$PULSAR_BOOKIE_PORT"
         STACK_DIR="$STACK_DIR" PULSAR_PORT="$PULSAR_PORT" PULSAR_WEB_PORT="$PULSAR_WEB_PORT" \
-            "$ROOT/stack/pulsar-apache/run.sh" start
+            PULSAR_BOOKIE_PORT="$PULSAR_BOOKIE_PORT" "$ROOT/stack/pulsar-apache/run.sh" start \
+            || die "Apache Pulsar did not start; see $LOGS/pulsar-apache.log"
+        say "pulsar up: Apache Pulsar $(pulsar_apache_version) standalone on pulsar://127.0.0.1:$PULSAR_PORT, pid $(cat "$apid")"
         return
     fi
     [[ "$PULSAR_IMPL" == lite ]] || die "PULSAR_IMPL must be 'lite' or 'apache', not '$PULSAR_IMPL'"
@@ -280,7 +291,8 @@ main() {
         logs) exec tail -n 50 -F "$LOGS"/*.log ;;
         clean)
             main down
-            rm -rf "$STACK_DIR/kafka" "$STACK_DIR/pulsar" "$LOGS" "$RUN" "$STACK_DIR/workers"
+            rm -rf "$STACK_DIR/kafka" "$STACK_DIR/pulsar" "$STACK_DIR/data/pulsar-apache" "$LOGS" "$RUN" \
+                "$STACK_DIR/workers"
             if [[ -L "$STACK_DIR/postgres" ]]; then rm -rf "$(readlink "$STACK_DIR/postgres")"; fi
             rm -rf "$STACK_DIR/postgres"
             say "local data removed (the jar cache in $CACHE is kept)" ;;

@@ -3,6 +3,7 @@ participant simulators answering. Outcomes are checked against what the simulato
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 
 import pytest
@@ -72,6 +73,8 @@ async def test_every_inbound_event_delivered_twice_changes_nothing(
     await taps["alianzas"].wait_for(lambda t: len(t.messages) >= 200, 30, "CreateAlliance commands")
 
     finals = ended(taps["lifecycle"])
+    evs = taps["lifecycle"].events()
+    print("DIAGK", len(evs), len({e["id"] for e in evs}))
     assert {s: types[0] for s, types in finals.items()} == expected
     assert all(len(set(types)) == 1 for types in finals.values())
     # Distinct command ids: exactly one CreateAlliance per saga, one RevertPartner per
@@ -87,3 +90,30 @@ async def test_every_inbound_event_delivered_twice_changes_nothing(
     assert lifecycle_ids["SagaStarted"] == 200
     assert lifecycle_ids["SagaCompleted"] + lifecycle_ids["SagaCompensated"] == 200
 
+
+
+async def test_a_worker_killed_mid_load_leaves_no_saga_behind(
+        spawn, participants, taps) -> None:  # type: ignore[no-untyped-def]
+    """SIGKILL with sagas at every step and commands on their way to Pulsar: the next worker
+    replays what was not acknowledged and finishes every saga, each ending once, as the
+    simulators decided; a re-sent command keeps its id. (Replies never time out here, so
+    every CreateAlliance is attempt 1.)"""
+    patient = {"SAGA_REPLY_TIMEOUT_S": "300"}
+    first = spawn("a", env=patient)
+    await first.wait_ready(timeout=30)
+    partner_ids = await publish_partners(participants, 600)
+    expected = _expected(partner_ids, 0.1)
+    await taps["lifecycle"].wait_for(lambda t: len(ended(t)) >= 60, 60, "the first sagas to end")
+    first.kill(signal.SIGKILL)
+    done_before = len(ended(taps["lifecycle"]))
+    assert done_before < 600, "every saga ended before the kill: nothing was in flight"
+
+    second = spawn("b", env=patient)
+    await second.wait_ready(timeout=60)
+    await taps["lifecycle"].wait_for(lambda t: len(ended(t)) >= 600, 120, "600 sagas to end")
+    assert ended(taps["lifecycle"]) == {s: [t] for s, t in expected.items()}
+    create = by_type(taps["alianzas"])["CreateAlliance"]
+    assert len({c["id"] for c in create}) == 600
+    notices = taps["lifecycle"].events()
+    print(f"\n{done_before} of 600 sagas had ended at the kill; afterwards {len(create)} CreateAlliance "
+          f"sent for 600 ids, {len(notices)} lifecycle notices for {len({e['id'] for e in notices})} ids")
