@@ -79,11 +79,8 @@ class Outbound:
 
     def __init__(self, max_in_flight: int) -> None:
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
+        self._tasks: set[asyncio.Task[None]] = set()  # referenced until done
+        self._waiting = 0  # events whose commands Pulsar has not acknowledged yet
 
     async def send(self, commands: Sequence[Command], ack: Callable[[], Awaitable[object]]) -> None:
         """Start sending `commands`; `ack` runs once Pulsar has them all. Returns at once,
@@ -92,6 +89,8 @@ class Outbound:
         items = [(TOPIC_FOR[c.destination], encode_command(c), {"sagaid": c.saga_id, "type": c.type},
                   c.saga_id) for c in commands]
         await self._slots.acquire()
+        self._waiting += 1
+        METRICS.set("outbound_events_waiting", self._waiting)
         task = asyncio.create_task(self._deliver(items, commands, ack))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -104,6 +103,8 @@ class Outbound:
                 METRICS.inc("commands_sent_total", type=c.type)
             await ack()
         finally:
+            self._waiting -= 1
+            METRICS.set("outbound_events_waiting", self._waiting)
             self._slots.release()
 
 
