@@ -68,7 +68,7 @@ bench-agent: dev-up ## the saga agent's rate against a pass-through Faust agent'
 
 bench-e2e: dev-up ## end-to-end saga throughput and latency on the local stack (SAGAS=5000 RATE=per-second ECHO=1)
 	@$(UV) run --no-sync python -m benchmarks.saga_throughput --sagas $${SAGAS:-5000} \
-		$${RATE:+--rate $$RATE} $${ECHO:+--echo-sagaid}
+		$${RATE:+--rate $$RATE} $$([ "$${ECHO:-0}" = 1 ] && echo --echo-sagaid)
 
 lint: setup ## ruff and mypy
 	@$(UV) run --no-sync ruff check .

@@ -2,8 +2,10 @@
 
 Commit order (at-least-once): the table writes (changelog records) are produced while the
 event is processed, and its commands are handed to the Pulsar bridge. The event is
-acknowledged only when Pulsar acknowledged its commands (at once if it has none), and Faust
-flushes the producer before it commits an acknowledged offset. A crash in between replays
+acknowledged only when Pulsar acknowledged its commands (at once if it has none), and only
+after every event before it in its partition (agents/acks.py); Faust flushes the producer
+before it commits an acknowledged offset. An event that fails unexpectedly is dead-lettered
+with the reason and acknowledged, rather than left to block the partition. A crash in between replays
 the event: the saga recognises its id and re-sends the same commands with the same ids
 (domain/transition.py), and participants deduplicate by command id.
 """
@@ -15,6 +17,7 @@ import time
 
 from pydantic import ValidationError
 
+from agents.acks import InOrderAcks
 from agents.dead_letters import dead_letter
 from bridges.pulsar_outbound import OUTBOUND
 from domain import SagaState, decide
@@ -46,12 +49,21 @@ def _move_deadline(saga_id: str, old: Deadline | None, new: Deadline | None) -> 
 @app.agent(saga_events, name="partner-saga")
 async def run_sagas(stream):  # type: ignore[no-untyped-def]
     events = stream.noack()  # acknowledged below, once what they produced is durable
+    acks = InOrderAcks(events.ack, partition_of=lambda event: event.message.tp)
     async for event in events.events():
-        commands = await _apply(event)
+        done = acks.track(event)
+        try:
+            commands = await _apply(event)
+        except Exception as exc:  # a bug or a stored state that no longer parses
+            log.exception("saga event at %s offset %d failed", event.message.tp, event.message.offset)
+            await dead_letter(event.value, f"cannot process: {exc!r}"[:1000],
+                              origin=saga_events.get_topic_name(), key=event.key)
+            commands = []
         if commands:
-            await OUTBOUND.send(commands, lambda event=event: events.ack(event))
+            await OUTBOUND.send(commands, done)
         else:
-            await events.ack(event)
+            await done()
+        METRICS.set("events_unacknowledged", acks.waiting)
 
 
 async def _apply(event) -> list[Command]:  # type: ignore[no-untyped-def]

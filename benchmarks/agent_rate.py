@@ -118,16 +118,21 @@ def _start_pass_through(app_id: str, folder: Path) -> subprocess.Popen[bytes]:
 async def pass_through_rate(n: int, records: list[tuple[bytes, bytes]], admin: AIOKafkaAdminClient,
                             folder: Path) -> float:
     app_id = f"bench-pt-{uuid.uuid4().hex[:8]}"
-    await _topics(admin, f"{app_id}-in", f"{app_id}-out")
-    await _fill(f"{app_id}-in", records)
-    proc = _start_pass_through(app_id, folder)
+    proc = None
     try:
+        await _topics(admin, f"{app_id}-in", f"{app_id}-out")
+        await _fill(f"{app_id}-in", records)
+        proc = _start_pass_through(app_id, folder)
         first, last = await _written(
             f"{app_id}-out", n, 300,
             lambda: None if proc.poll() is None else (folder / "pass-through.log").read_text()[-2000:])
     finally:
-        proc.terminate()
-        proc.wait(30)
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         await _drop(admin, f"{app_id}-")
     return (n - 1) / (last - first)
 
@@ -135,10 +140,11 @@ async def pass_through_rate(n: int, records: list[tuple[bytes, bytes]], admin: A
 async def saga_agent_rate(n: int, records: list[tuple[bytes, bytes]], admin: AIOKafkaAdminClient,
                           folder: Path) -> float:
     names = Names()
-    await _topics(admin, f"{names.app_id}-events")
-    await _fill(f"{names.app_id}-events", records)
-    worker = Worker(names, folder / "saga").start()
+    worker = Worker(names, folder / "saga")
     try:
+        await _topics(admin, f"{names.app_id}-events")
+        await _fill(f"{names.app_id}-events", records)
+        worker.start()
         first, last = await _written(
             f"{names.app_id}-sagas-changelog", n, 600,
             lambda: None if worker.proc is None or worker.proc.poll() is None else worker.log()[-2000:])

@@ -85,7 +85,8 @@ class Outbound:
     async def send(self, commands: Sequence[Command], ack: Callable[[], Awaitable[object]]) -> None:
         """Start sending `commands`; `ack` runs once Pulsar has them all. Returns at once,
         or, with BRIDGE_MAX_IN_FLIGHT events already waiting for Pulsar, once one is done.
-        Deliveries start in call order, so a saga's commands leave in the order decided."""
+        Deliveries start in call order, so a saga's commands leave in the order decided,
+        unless a send fails: its retry, after a backoff, may leave after later commands."""
         items = [(TOPIC_FOR[c.destination], encode_command(c), {"sagaid": c.saga_id, "type": c.type},
                   c.saga_id) for c in commands]
         await self._slots.acquire()

@@ -144,7 +144,7 @@ pulsar_apache_version() { sed -n 's/.*<pulsar.version>\(.*\)<\/pulsar.version>.*
 pulsar_up() {
     if [[ "$PULSAR_IMPL" == apache ]]; then
         local apid="$STACK_DIR/pulsar-apache.pid"
-        if [[ -f "$apid" ]] && kill -0 "$(cat "$apid")" 2>/dev/null; then
+        if pid_alive "$apid" PulsarStandaloneStarter; then
             say "pulsar already running (pid $(cat "$apid")) on 127.0.0.1:$PULSAR_PORT"; return 0
         fi
         refuse_busy_port pulsar "$PULSAR_PORT"
@@ -152,7 +152,7 @@ pulsar_up() {
         refuse_busy_port "pulsar bookie" "$PULSAR_BOOKIE_PORT"
         STACK_DIR="$STACK_DIR" PULSAR_PORT="$PULSAR_PORT" PULSAR_WEB_PORT="$PULSAR_WEB_PORT" \
             PULSAR_BOOKIE_PORT="$PULSAR_BOOKIE_PORT" "$ROOT/stack/pulsar-apache/run.sh" start \
-            || die "Apache Pulsar did not start; see $LOGS/pulsar-apache.log"
+            || die "Apache Pulsar did not start; see $LOGS/pulsar-apache.log (and pulsar-apache-mvn.log)"
         say "pulsar up: Apache Pulsar $(pulsar_apache_version) standalone on pulsar://127.0.0.1:$PULSAR_PORT, pid $(cat "$apid")"
         return
     fi
@@ -291,7 +291,7 @@ main() {
         logs) exec tail -n 50 -F "$LOGS"/*.log ;;
         clean)
             main down
-            rm -rf "$STACK_DIR/kafka" "$STACK_DIR/pulsar" "$STACK_DIR/data/pulsar-apache" "$LOGS" "$RUN" \
+            rm -rf "$STACK_DIR/kafka" "$STACK_DIR/pulsar" "$STACK_DIR/data/pulsar-apache" "$STACK_DIR/conf" "$LOGS" "$RUN" \
                 "$STACK_DIR/workers"
             if [[ -L "$STACK_DIR/postgres" ]]; then rm -rf "$(readlink "$STACK_DIR/postgres")"; fi
             rm -rf "$STACK_DIR/postgres"

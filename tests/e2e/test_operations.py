@@ -146,5 +146,6 @@ async def test_ready_and_metrics(spawn, participants, taps) -> None:  # type: ig
     for line in ('saga_events_total{outcome="applied",type="PartnerCreated"} 5',
                  'saga_transitions_total{to="completed"} 5', 'saga_commands_total{type="CreateAlliance"} 5',
                  'saga_commands_sent_total{type="CreateAlliance"} 5', "saga_outbound_events_waiting",
+                 "saga_events_unacknowledged",
                  "saga_dead_letters_total", "saga_step_latency_seconds_bucket", "saga_snapshot_lag_records"):
         assert line in metrics, line

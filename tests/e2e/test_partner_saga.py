@@ -73,8 +73,6 @@ async def test_every_inbound_event_delivered_twice_changes_nothing(
     await taps["alianzas"].wait_for(lambda t: len(t.messages) >= 200, 30, "CreateAlliance commands")
 
     finals = ended(taps["lifecycle"])
-    evs = taps["lifecycle"].events()
-    print("DIAGK", len(evs), len({e["id"] for e in evs}))
     assert {s: types[0] for s, types in finals.items()} == expected
     assert all(len(set(types)) == 1 for types in finals.values())
     # Distinct command ids: exactly one CreateAlliance per saga, one RevertPartner per
