@@ -120,8 +120,10 @@ class SnapshotStore:
         # Reads (web requests) share a small pool; the mirror writes on a connection of its
         # own that it reopens at once when PostgreSQL returns (a pool would wait out its own
         # reconnection backoff, delaying the catch-up).
+        # `check`: a pooled connection is tested before use, so the first read after a
+        # PostgreSQL restart does not fail on a connection that died with the old server.
         self.pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False,
-                                        kwargs=self._kwargs)
+                                        kwargs=self._kwargs, check=AsyncConnectionPool.check_connection)
         self._writer: psycopg.AsyncConnection[Any] | None = None
 
     async def open(self) -> None:
@@ -157,7 +159,7 @@ class SnapshotStore:
         except psycopg.DataError as exc:  # e.g. a NUL character in a query parameter
             raise BadQuery(f"invalid value: {exc}".strip()) from exc
         except TimeoutError as exc:  # pool could not get a connection
-            raise StoreUnavailable("PostgreSQL unavailable: no connection within 5s") from exc
+            raise StoreUnavailable("PostgreSQL unavailable: no connection within 3s") from exc
 
     async def migrate(self) -> int:
         """Create or upgrade the schema; return the schema version. Safe to run concurrently."""
@@ -192,10 +194,17 @@ class SnapshotStore:
         return int(await self._write(go))
 
     async def ping(self) -> None:
-        async def go(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute("SELECT 1")
-            await conn.rollback()
-        await self._run(go)
+        """Is PostgreSQL answering now? On a connection of its own: after an outage the pool
+        retries with a doubling backoff (1, 2, 4, 8, 16 s...), so it may still have no
+        connection seconds after the server is back, and then reconnects by itself."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.url, **self._kwargs)
+            try:
+                await conn.execute("SELECT 1")
+            finally:
+                await conn.close()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         async def go(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:

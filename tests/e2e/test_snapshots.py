@@ -102,7 +102,7 @@ async def test_snapshots_catch_up_within_5s_also_after_postgres_was_down_20s(
           f"(PostgreSQL was down 20s during it)")
     assert caught_up < 5.0
     status, ready = await worker.get("/ready")
-    assert status == 200 and ready["ready"] is True
+    assert status == 200 and ready["ready"] is True, ready
     _, metrics = await worker.get("/metrics")
     assert "saga_snapshot_write_failures_total" in metrics and "saga_snapshot_lag_records 0" in metrics
 
