@@ -5,9 +5,9 @@ event is processed, and its commands are handed to the Pulsar bridge. The event 
 acknowledged only when Pulsar acknowledged its commands (at once if it has none), and only
 after every event before it in its partition (agents/acks.py); Faust flushes the producer
 before it commits an acknowledged offset. An event that fails unexpectedly is dead-lettered
-with the reason and acknowledged, rather than left to block the partition. A crash in between replays
-the event: the saga recognises its id and re-sends the same commands with the same ids
-(domain/transition.py), and participants deduplicate by command id.
+with the reason and acknowledged, rather than left to block the partition. A crash in
+between replays the event: the saga recognises its id and re-sends the same commands with
+the same ids (domain/transition.py), and participants deduplicate by command id.
 """
 
 from __future__ import annotations

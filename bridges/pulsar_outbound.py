@@ -22,7 +22,7 @@ from orchestrator.metrics import METRICS
 from streams.partner_saga import dead_letters
 from wire.cloudevents import encode_command
 
-__all__ = ["OUTBOUND", "Outbound", "forward_dead_letters"]
+__all__ = ["OUTBOUND", "OUTBOUND_TOPICS", "Outbound", "forward_dead_letters"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,9 @@ TOPIC_FOR = {
     Destination.ALIANZAS: cfg.pulsar_topic(cfg.alianzas_commands_topic),
     Destination.LIFECYCLE: cfg.pulsar_topic(cfg.lifecycle_topic),
 }
+#: Every topic the worker produces to; their producers are opened at start-up (and /ready
+#: waits for them).
+OUTBOUND_TOPICS = frozenset({*TOPIC_FOR.values(), cfg.pulsar_topic(cfg.dead_letter_topic)})
 BATCH = 500
 WITHIN_S = 0.005
 
@@ -61,7 +64,7 @@ async def _send_all(items: list[tuple[str, bytes, dict[str, str], str | None]]) 
 async def open_producers() -> None:
     """Create every outbound producer at start-up: creating one (a topic lookup, maybe the
     topic itself) can take seconds, which must not fall on the first compensation."""
-    topics = [*TOPIC_FOR.values(), cfg.pulsar_topic(cfg.dead_letter_topic)]
+    topics = sorted(OUTBOUND_TOPICS)
     delay = 0.5
     while missing := [t for t in topics if t not in LINK.ready_topics]:
         results = await asyncio.gather(*(LINK.producer(t) for t in missing), return_exceptions=True)
@@ -79,8 +82,7 @@ class Outbound:
 
     def __init__(self, max_in_flight: int) -> None:
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._tasks: set[asyncio.Task[None]] = set()  # referenced until done
-        self._waiting = 0  # events whose commands Pulsar has not acknowledged yet
+        self._tasks: set[asyncio.Task[None]] = set()  # events whose commands Pulsar has not acknowledged
 
     async def send(self, commands: Sequence[Command], ack: Callable[[], Awaitable[object]]) -> None:
         """Start sending `commands`; `ack` runs once Pulsar has them all. Returns at once,
@@ -90,23 +92,23 @@ class Outbound:
         items = [(TOPIC_FOR[c.destination], encode_command(c), {"sagaid": c.saga_id, "type": c.type},
                   c.saga_id) for c in commands]
         await self._slots.acquire()
-        self._waiting += 1
-        METRICS.set("outbound_events_waiting", self._waiting)
         task = asyncio.create_task(self._deliver(items, commands, ack))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+        METRICS.set("outbound_events_waiting", len(self._tasks))
 
-    async def _deliver(self, items: list[tuple[str, bytes, dict[str, str], str | None]],
+    def _finished(self, task: asyncio.Task[None]) -> None:  # also when cancelled
+        self._tasks.discard(task)
+        self._slots.release()
+        METRICS.set("outbound_events_waiting", len(self._tasks))
+
+    @staticmethod
+    async def _deliver(items: list[tuple[str, bytes, dict[str, str], str | None]],
                        commands: Sequence[Command], ack: Callable[[], Awaitable[object]]) -> None:
-        try:
-            await _send_all(items)
-            for c in commands:
-                METRICS.inc("commands_sent_total", type=c.type)
-            await ack()
-        finally:
-            self._waiting -= 1
-            METRICS.set("outbound_events_waiting", self._waiting)
-            self._slots.release()
+        await _send_all(items)
+        for c in commands:
+            METRICS.inc("commands_sent_total", type=c.type)
+        await ack()
 
 
 OUTBOUND = Outbound(cfg.bridge_max_in_flight)

@@ -5,10 +5,10 @@ most one fetch request in flight per broker, and a request names only the partit
 had no unconsumed records when it was built. A partition whose records were still being
 processed then waits for that request to come back before it can be fetched again: up to
 the full long-poll when the other partitions are quiet. Under a burst (500 deadlines firing
-in one tick) this stalled each Kafka hop of a saga (timer -> events -> saga agent, and then the
-saga agent's former outbox hop to Pulsar) by
-1-1.5 s, and pushed the timeout-to-compensation p99 past 2 s. A short long-poll bounds that
-wait; the cost is an idle fetch every ``fetch_max_wait_ms`` per worker.
+in one tick) this stalled each Kafka hop of a saga (timer -> events -> saga agent, and the
+former outbox hop to Pulsar) by 1-1.5 s, and pushed the timeout-to-compensation p99 past
+2 s. A short long-poll bounds that wait; the cost is an idle fetch every
+``fetch_max_wait_ms`` per worker.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from faust.web import Request, Response, View
 from pydantic import ValidationError
 
 from bridges.pulsar_inbound import LINK, SUBSCRIBED
-from bridges.pulsar_outbound import TOPIC_FOR
+from bridges.pulsar_outbound import OUTBOUND_TOPICS
 from domain.messages import CancelRequested, RetryRequested
 from domain.state import SagaStatus
 from orchestrator.app import app, cfg
@@ -173,8 +173,7 @@ class OperatorAction(View):
 class ReadyView(View):
     async def get(self, request: Request) -> Response:
         wanted = {cfg.pulsar_topic(cfg.partner_events_topic), cfg.pulsar_topic(cfg.alliance_events_topic)}
-        outbound = {*TOPIC_FOR.values(), cfg.pulsar_topic(cfg.dead_letter_topic)}
-        report = await readiness(wanted, set(SUBSCRIBED), outbound, LINK.ready_topics)
+        report = await readiness(wanted, set(SUBSCRIBED), set(OUTBOUND_TOPICS), LINK.ready_topics)
         return self.json(report, status=200 if report["ready"] else 503)
 
 

@@ -89,7 +89,6 @@ async def test_every_inbound_event_delivered_twice_changes_nothing(
     assert lifecycle_ids["SagaCompleted"] + lifecycle_ids["SagaCompensated"] == 200
 
 
-
 async def test_a_worker_killed_mid_load_leaves_no_saga_behind(
         spawn, participants, taps) -> None:  # type: ignore[no-untyped-def]
     """SIGKILL with sagas at every step and commands on their way to Pulsar: the next worker
