@@ -13,6 +13,7 @@ from orchestrator.app import create_app
 from orchestrator.config import settings
 
 cfg = settings()
+cfg.install_event_loop()  # the same loop as the worker's
 app = create_app(cfg)
 source = app.topic(f"{cfg.app_id}-in", key_type=bytes, value_type=bytes)
 sink = app.topic(f"{cfg.app_id}-out", key_type=bytes, value_type=bytes)

@@ -13,6 +13,7 @@ from orchestrator.preflight import check_reachable, ensure_topics
 def main() -> None:
     try:
         cfg = load_settings()
+        cfg.install_event_loop()
         if len(sys.argv) > 1 and sys.argv[1] == "worker":
             warnings = check_reachable(cfg)
             cfg.datadir.mkdir(parents=True, exist_ok=True)

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     cancel_alliance_timeout_s: float | None = Field(None, alias="SAGA_CANCEL_ALLIANCE_TIMEOUT_S", gt=0)
     deadline_tick_s: float = Field(0.2, alias="DEADLINE_TICK_S", gt=0, le=10)
 
+    # The worker's event loop: uvloop (default) or the standard library's asyncio loop.
+    event_loop: str = Field("uvloop", alias="EVENT_LOOP", pattern=r"^(uvloop|asyncio)$")
+
     @field_validator("broker_url")
     @classmethod
     def _pulsar(cls, v: str) -> str:
@@ -118,6 +121,17 @@ class Settings(BaseSettings):
         if v != "rocksdb://":
             raise ValueError(f"TABLE_STORE must be rocksdb://, got {v!r}")
         return v
+
+    def install_event_loop(self) -> None:
+        """Make new event loops uvloop's when EVENT_LOOP=uvloop: most of a worker's CPU is
+        the loop's own machinery (callbacks, sockets, futures) in Faust, aiokafka and the
+        Pulsar client; uvloop does that work in C (docs/design.md, "Throughput")."""
+        if self.event_loop == "uvloop":
+            import asyncio
+
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
     def pulsar_topic(self, name: str) -> str:
         return name if "://" in name else f"persistent://public/default/{name}"

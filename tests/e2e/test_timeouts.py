@@ -34,28 +34,28 @@ SILENT_ALIANZAS = Behaviour(no_reply_alliance=1.0)
 
 
 @pytest.mark.parametrize("behaviour", [SILENT_ALIANZAS], ids=["alianzas-silent"])
-async def test_compensation_leaves_within_deadline_plus_1_5s_p99_over_500_sagas(
+async def test_500_silent_sagas_each_compensate_exactly_once(
         spawn, participants, taps, behaviour) -> None:  # type: ignore[no-untyped-def]
+    # How fast they compensate is a benchmark's question (make bench-timeouts), not a test's:
+    # the bounds below only stop a hung run, and hold on a machine several times slower.
     worker = spawn(env={"SAGA_CREATE_ALLIANCE_TIMEOUT_S": "2", "SAGA_MAX_ATTEMPTS": "2"})
-    await worker.wait_ready(timeout=30)
+    await worker.wait_ready(timeout=90)
     await publish_partners(participants, 500)
-    await taps["lifecycle"].wait_for(lambda t: len(ended(t)) == 500, 90, "500 sagas to compensate")
+    await taps["lifecycle"].wait_for(lambda t: len(ended(t)) == 500, 300, "500 sagas to compensate")
     assert all(types == ["SagaCompensated"] for types in ended(taps["lifecycle"]).values())
-
-    # When each saga's last CreateAlliance left, and when its RevertPartner arrived.
-    last_attempt: dict[str, float] = {}
-    for c in by_type(taps["alianzas"])["CreateAlliance"]:
-        last_attempt[c["sagaid"]] = max(last_attempt.get(c["sagaid"], 0.0), _ce_time(c))
-    revert_arrived = {m.json()["sagaid"]: m.at for m in taps["integraciones"].messages
-                      if m.json()["type"] == "RevertPartner"}
-    lags = sorted(revert_arrived[s] - (last_attempt[s] + 2.0) for s in revert_arrived)
-    assert len(lags) == 500
-    p99 = lags[int(0.99 * (len(lags) - 1))]
-    print(f"\ntimeout-to-compensation lag over 500 sagas: p50 {lags[250]:.3f}s p99 {p99:.3f}s "
-          f"max {lags[-1]:.3f}s")
-    assert p99 < 1.5
-    # Two attempts of CreateAlliance each (distinct ids), then one RevertPartner.
-    assert all(len(ids) == 2 for ids in _ids_per_saga(by_type(taps["alianzas"])["CreateAlliance"]).values())
+    # The taps read the command topics on subscriptions of their own: let them catch up.
+    await taps["integraciones"].wait_for(
+        lambda t: len(_ids_per_saga(by_type(t).get("RevertPartner", []))) == 500, 60,
+        "a RevertPartner for each saga")
+    await taps["alianzas"].wait_for(
+        lambda t: sum(len(ids) for ids in _ids_per_saga(by_type(t).get("CreateAlliance", [])).values())
+        >= 1000, 60, "two CreateAlliance attempts for each saga")
+    # Two attempts of CreateAlliance each (distinct ids), then exactly one RevertPartner.
+    creates = _ids_per_saga(by_type(taps["alianzas"])["CreateAlliance"])
+    reverts = _ids_per_saga(by_type(taps["integraciones"])["RevertPartner"])
+    assert len(creates) == 500 and all(len(ids) == 2 for ids in creates.values())
+    assert len(reverts) == 500 and all(len(ids) == 1 for ids in reverts.values())
+    assert set(reverts) == set(creates) == set(ended(taps["lifecycle"]))
 
 
 @pytest.mark.parametrize("behaviour", [SILENT_ALIANZAS], ids=["alianzas-silent"])
