@@ -4,7 +4,8 @@ Fills a RocksDB partition database exactly as Faust's rocksdb store opens it (ro
 mode) with PENDING deadlines due in the future, plus DUE deadlines already due, then times
 `tables.deadline_index.due_in_db` (the scan one tick runs per partition).
 
-    uv run python -m benchmarks.deadline_tick [--pending 100000] [--repeat 20]   (make bench)
+    uv run python -m benchmarks.deadline_tick [--pending 100000] [--repeat 20] [--json PATH]
+    (make bench-tick; make bench runs it in the suite)
 
 Prints, for 0, 100 and 10,000 due deadlines, the median and p95 time of a tick.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from rocksdict import Options, Rdict
 
+from benchmarks.report import add_json_arg, write_json
 from domain.state import Deadline
 from tables.deadline_index import deadline_event_fields, due_in_db, index_key
 
@@ -37,7 +39,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pending", type=int, default=100_000)
     p.add_argument("--repeat", type=int, default=20)
+    add_json_arg(p)
     args = p.parse_args()
+    cases = []
     now = time.time()
     print(f"deadline tick benchmark: {args.pending:,} pending (not yet due) deadlines, "
           f"{args.repeat} ticks per case")
@@ -56,11 +60,15 @@ def main() -> None:
                 times.append((time.perf_counter() - t0) * 1000)
             assert found == due, (found, due)
             times.sort()
+            cases.append({"due": due, "median_ms": statistics.median(times),
+                          "p95_ms": times[int(0.95 * (len(times) - 1))]})
             print(f"{due:>8,} {statistics.median(times):>10.3f} "
                   f"{times[int(0.95 * (len(times) - 1))]:>8.3f} {found:>10,}")
             db.close()
         finally:
             shutil.rmtree(folder)
+    write_json(args.json, {"benchmark": "deadline_tick", "pending": args.pending, "repeat": args.repeat,
+                           "cases": cases})
 
 
 if __name__ == "__main__":

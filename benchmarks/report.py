@@ -1,0 +1,151 @@
+"""What the benchmarks share: percentiles, the step-latency histogram from a worker's /metrics,
+the machine and commit a figure was measured on, and `--json PATH` output for the suite
+(benchmarks/suite.py). Every benchmark keeps printing its figures for people; with `--json`
+it also writes them, machine-readably, to PATH."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_json_arg", "bucket_quantile", "cdf_points", "drop_run_leftovers", "dumps", "git_info",
+           "machine", "percentile", "quantiles", "step_buckets", "write_json"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def add_json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", metavar="PATH", type=Path, default=None,
+                   help="also write the figures as JSON to PATH (the suite reads them)")
+
+
+def write_json(path: Path | None, figures: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps(figures) + "\n")
+
+
+def dumps(figures: Any) -> str:
+    """JSON, indented, with lists of plain numbers kept on one line each (readable diffs)."""
+    text = json.dumps(figures, indent=1, allow_nan=False)
+    # Only brackets spanning lines are JSON's own: a string never holds a raw newline.
+    return re.sub(r"\[\n[-0-9.eE,\snul]*\]", lambda m: " ".join(m.group(0).split()).replace("[ ", "[")
+                  .replace(" ]", "]"), text)
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The q-quantile (0..1) of sorted values, nearest rank below (as the tests did)."""
+    if not ordered:
+        raise ValueError("no values")
+    return ordered[int(q * (len(ordered) - 1))]
+
+
+def quantiles(ordered: Sequence[float]) -> list[float]:
+    """The 0th..100th percentiles (101 values): enough to draw a CDF, small enough to store."""
+    return [percentile(ordered, i / 100) for i in range(101)]
+
+
+def step_buckets(metrics_text: str) -> list[tuple[float, float]]:
+    """The cumulative buckets of saga_step_latency_seconds (upper bound in s, count), in the
+    order /metrics lists them; +Inf as float('inf'). Raises when the histogram is missing."""
+    out = []
+    for line in metrics_text.splitlines():
+        if line.startswith("saga_step_latency_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            out.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    if not out:
+        raise RuntimeError("the worker's /metrics has no saga_step_latency_seconds histogram")
+    return out
+
+
+def bucket_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float:
+    """The upper bound of the bucket holding the q-quantile: the quantile is <= this bound
+    and > the bucket below's (a histogram gives no finer answer)."""
+    total = buckets[-1][1]
+    if total <= 0:
+        raise ValueError("no observations in the histogram")
+    return next(le for le, n in buckets if n >= q * total)
+
+
+def cdf_points(buckets: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(upper bound, share of observations at or below it) for the finite buckets."""
+    total = buckets[-1][1]
+    return [(le, n / total) for le, n in buckets if le != float("inf")] if total else []
+
+
+def _run(*cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def git_info() -> dict[str, Any]:
+    """The commit measured, and whether the work tree differed from it (which files)."""
+    changed = [line[3:] for line in _run("git", "status", "--porcelain", "--untracked-files=no").splitlines()]
+    return {"commit": _run("git", "rev-parse", "HEAD"), "subject": _run("git", "log", "-1", "--format=%s"),
+            "dirty": bool(changed), "changed_files": changed}
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    mem_kib = 0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    except OSError:
+        pass
+    return {"nproc": int(_run("nproc") or os.cpu_count() or 0), "cpu_model": cpu or platform.processor(),
+            "memory_mib": mem_kib // 1024, "kernel": platform.release(),
+            "python": platform.python_version(), "hostname": platform.node(),
+            "pulsar": _pulsar_impl()}
+
+
+def _pulsar_impl() -> str:
+    """Which Pulsar broker the local stack runs (stack/stack.sh keeps one pid file per kind)."""
+    stack = Path(os.environ.get("STACK_DIR", ROOT / ".stack"))
+    if (stack / "pulsar-apache.pid").exists():
+        return "apache"
+    if (stack / "run" / "pulsar.pid").exists():
+        return "lite"
+    return "unknown"
+
+
+async def drop_run_leftovers(app_id: str) -> None:
+    """Delete a benchmark worker's Kafka topics (`<app_id>-*`) and its PostgreSQL snapshot
+    schema, so repeated runs do not leave the one-node broker thousands of partitions to look
+    after (as the tests' `names` fixture does). Best effort: a failure is printed, not raised."""
+    import psycopg
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from tests.support.stack import KAFKA, PG_URL
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    try:
+        await admin.start()
+        mine = [t for t in await admin.list_topics() if t.startswith(f"{app_id}-")]
+        if mine:
+            await admin.delete_topics(mine)
+    except Exception as exc:
+        print(f"(could not delete the Kafka topics {app_id}-*: {exc!r})")
+    finally:
+        await admin.close()
+    try:
+        async with await psycopg.AsyncConnection.connect(PG_URL) as conn:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{app_id}" CASCADE')
+            await conn.commit()
+    except Exception as exc:
+        print(f"(could not drop the PostgreSQL schema {app_id}: {exc!r})")
