@@ -7,7 +7,7 @@ WEB_PORT ?= 6066
 PYTEST_ARGS ?=
 
 .PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit bench lint \
-        browser snapshots-rebuild tables-restore bench-e2e bench-agent \
+        browser snapshots-rebuild tables-restore bench-e2e bench-agent bench-tick bench-timeouts bench-charts \
         compose-config compose-up compose-down
 
 help: ## list the targets
@@ -60,15 +60,26 @@ tables-restore: setup ## refill the table changelogs from the snapshots (stop wo
 unit: setup ## unit tests only (no stack needed)
 	@$(UV) run --no-sync pytest tests/unit $(PYTEST_ARGS)
 
-bench: setup ## benchmarks that print their figures (deadline timer tick cost)
-	@$(UV) run --no-sync python -m benchmarks.deadline_tick
+bench: dev-up ## the whole suite: bench/results/<UTC date>.json + charts (bench/README.md; QUICK=1, SAGAS=, RATES=)
+	@$(UV) run --no-sync python -m benchmarks.suite
+
+bench-tick: setup ## the deadline timer's tick cost with 100,000 pending deadlines (PENDING=100000)
+	@$(UV) run --no-sync python -m benchmarks.deadline_tick --pending $${PENDING:-100000} $${JSON:+--json $$JSON}
 
 bench-agent: dev-up ## the saga agent's rate against a pass-through Faust agent's (EVENTS=20000)
-	@$(UV) run --no-sync python -m benchmarks.agent_rate --events $${EVENTS:-20000}
+	@$(UV) run --no-sync python -m benchmarks.agent_rate --events $${EVENTS:-20000} $${JSON:+--json $$JSON}
 
-bench-e2e: dev-up ## end-to-end saga throughput and latency on the local stack (SAGAS=5000 RATE=per-second ECHO=1)
+bench-e2e: dev-up ## end-to-end saga throughput and latency, against a pass-through agent (SAGAS=5000 RATE= ECHO=1 STEP=1 PT_EVENTS=10000)
 	@$(UV) run --no-sync python -m benchmarks.saga_throughput --sagas $${SAGAS:-5000} \
-		$${RATE:+--rate $$RATE} $$([ "$${ECHO:-0}" = 1 ] && echo --echo-sagaid)
+		--passthrough-events $${PT_EVENTS:-10000} $${RATE:+--rate $$RATE} \
+		$$([ "$${ECHO:-0}" = 1 ] && echo --echo-sagaid) $$([ "$${STEP:-0}" = 1 ] && echo --step-latency) \
+		$${JSON:+--json $$JSON}
+
+bench-timeouts: dev-up ## RevertPartner lag after the deadline, 500 silent sagas timing out together (SAGAS=500)
+	@$(UV) run --no-sync python -m benchmarks.timeout_burst --sagas $${SAGAS:-500} $${JSON:+--json $$JSON}
+
+bench-charts: setup ## redraw the charts of a results file (RESULTS=bench/results/<date>.json)
+	@$(UV) run --no-sync python -m benchmarks.charts $${RESULTS:?RESULTS=bench/results/<date>.json}
 
 lint: setup ## ruff and mypy
 	@$(UV) run --no-sync ruff check .

@@ -81,16 +81,18 @@ def cdf_points(buckets: Sequence[tuple[float, float]]) -> list[tuple[float, floa
     return [(le, n / total) for le, n in buckets if le != float("inf")] if total else []
 
 
-def _run(*cmd: str) -> str:
+def _run(*cmd: str, strip: bool = True) -> str:
     try:
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=20).stdout.strip()
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=20).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
+    return out.strip() if strip else out
 
 
 def git_info() -> dict[str, Any]:
     """The commit measured, and whether the work tree differed from it (which files)."""
-    changed = [line[3:] for line in _run("git", "status", "--porcelain", "--untracked-files=no").splitlines()]
+    status = _run("git", "status", "--porcelain", "--untracked-files=no", strip=False)
+    changed = [line[3:] for line in status.splitlines() if line.strip()]
     return {"commit": _run("git", "rev-parse", "HEAD"), "subject": _run("git", "log", "-1", "--format=%s"),
             "dirty": bool(changed), "changed_files": changed}
 

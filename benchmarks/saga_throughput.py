@@ -297,6 +297,9 @@ def main() -> None:
                    help="give up when a load's sagas have not completed this long after its last start")
     add_json_arg(p)
     args = p.parse_args()
+    if (args.step_latency or args.offered) and args.rate is not None and args.max_rate is None:
+        p.error("--step-latency and --offered need a maximum: leave out --rate (the burst measures it) "
+                "or give --max-rate")
     figures = asyncio.run(run(args))
     write_json(args.json, figures)
 
