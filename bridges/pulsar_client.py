@@ -1,16 +1,55 @@
-"""One asyncio Pulsar client per process, and one batching producer per topic."""
+"""One asyncio Pulsar client per process, one batching producer per topic, and a batch send
+that wakes the event loop once per batch rather than once per message."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
 
+import _pulsar
 import pulsar
 import pulsar.asyncio as apulsar
 
-__all__ = ["PulsarLink"]
+__all__ = ["Outgoing", "PulsarLink"]
 
 log = logging.getLogger(__name__)
+
+#: (topic, payload, properties, partition key): one message to send.
+Outgoing = tuple[str, bytes, dict[str, str], str | None]
+
+
+class _BatchResults:
+    """Collects the results of a batch of sends, reported one by one from the Pulsar client's
+    own threads, and completes one asyncio future when the last one is in. pulsar.asyncio
+    resolves a future per message through `call_soon_threadsafe`: a loop wake-up, a callback
+    and a task step for every message, which was a tenth of the worker's CPU."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.results: list[Any] = [None] * count
+        self._left = count
+        self._lock = threading.Lock()  # callbacks come from several threads
+
+    def report(self, index: int, result: _pulsar.Result) -> None:
+        self.results[index] = result
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self.loop.call_soon_threadsafe(self._complete)
+
+    def callback(self, index: int) -> Any:
+        def done(result: _pulsar.Result, _msg_id: Any) -> None:  # a Pulsar client thread
+            self.report(index, result)
+        return done
+
+    def _complete(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
 
 
 class PulsarLink:
@@ -52,6 +91,34 @@ class PulsarLink:
                     send_timeout_millis=30_000,
                 )
             return self._producers[topic]
+
+    async def send_batch(self, items: Sequence[Outgoing]) -> list[Exception | None]:
+        """Send every item; return, in item order, None for each one Pulsar acknowledged and
+        the exception for each one it did not. Producers are created on first use."""
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        batch = _BatchResults(loop, len(items))
+        errors: list[Exception | None] = [None] * len(items)
+        for i, (topic, payload, props, key) in enumerate(items):
+            try:
+                producer = await self.producer(topic)
+                builder = _pulsar.MessageBuilder()
+                builder.content(payload)
+                for k, v in props.items():
+                    builder.property(k, v)
+                if key is not None:
+                    builder.partition_key(key)
+                # The asyncio Producer's C++ producer: its send_async takes a plain callback.
+                producer._producer.send_async(builder.build(), batch.callback(i))
+            except Exception as exc:  # not handed to Pulsar (no producer, a bad property...)
+                errors[i] = exc
+                batch.report(i, _pulsar.Result.UnknownError)
+        await batch.future
+        for i, result in enumerate(batch.results):
+            if errors[i] is None and result != _pulsar.Result.Ok:
+                errors[i] = pulsar.PulsarException(result)
+        return errors
 
     async def close(self) -> None:
         for p in self._producers.values():

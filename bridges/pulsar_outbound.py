@@ -1,7 +1,7 @@
 """Out to Pulsar: commands and lifecycle notices, and dead letters.
 
 The saga agent hands each event's commands to `OUTBOUND` and goes on with the next event;
-the commands are sent with the asyncio Pulsar producers (batching), and the event is
+one sender task sends what was handed over in batches (see `Outbound`), and the event is
 acknowledged to Faust (so that its offset may be committed) only once Pulsar acknowledged
 all of them. A failed send is retried, with backoff, until it succeeds; at most
 BRIDGE_MAX_IN_FLIGHT events wait for Pulsar, after which the saga agent waits too.
@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from bridges.pulsar_client import Outgoing
 from bridges.pulsar_inbound import LINK
 from domain.messages import Command, Destination
 from orchestrator.app import app, cfg
@@ -22,7 +23,7 @@ from orchestrator.metrics import METRICS
 from streams.partner_saga import dead_letters
 from wire.cloudevents import encode_command
 
-__all__ = ["OUTBOUND", "OUTBOUND_TOPICS", "Outbound", "forward_dead_letters"]
+__all__ = ["OUTBOUND", "OUTBOUND_TOPICS", "Outbound", "forward_dead_letters", "send_outbound"]
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +39,15 @@ BATCH = 500
 WITHIN_S = 0.005
 
 
-async def _send_one(topic: str, payload: bytes, props: dict[str, str], key: str | None) -> object:
-    producer = await LINK.producer(topic)  # created on first use, inside the retry
-    return await producer.send(payload, properties=props, partition_key=key)
-
-
-async def _send_all(items: list[tuple[str, bytes, dict[str, str], str | None]]) -> None:
+async def _send_all(items: list[Outgoing]) -> None:
     """Send (topic, payload, properties, key) items; retry the failed ones until all are acked.
     Never raises (but for cancellation): Faust acks a take() batch even when its body fails."""
     delay = 0.2
     while items:
-        results = await asyncio.gather(*(_send_one(*it) for it in items), return_exceptions=True)
-        failed = [it for it, r in zip(items, results, strict=True) if isinstance(r, Exception)]
+        errors = await LINK.send_batch(items)
+        failed = [it for it, err in zip(items, errors, strict=True) if err is not None]
         if failed:
-            first = next(r for r in results if isinstance(r, Exception))
+            first = next(err for err in errors if err is not None)
             log.error("Pulsar send failed for %d of %d messages (%r); retrying in %.1fs",
                       len(failed), len(items), first, delay)
             METRICS.inc("pulsar_send_failures_total", len(failed))
@@ -77,41 +73,71 @@ async def open_producers() -> None:
 
 
 class Outbound:
-    """Commands on their way to Pulsar, one delivery per saga event, each acknowledging its
-    event when Pulsar acknowledged all of the event's commands."""
+    """Commands on their way to Pulsar, acknowledging each saga event once Pulsar acknowledged
+    all of the event's commands.
+
+    The agent hands over each event's commands and goes on; one sender task takes everything
+    handed over since its last round and sends it as one batch (`PulsarLink.send_batch`: one
+    loop wake-up per batch, not per message). Under load the batches grow by themselves; idle,
+    a round is one event. Rounds overlap, each acknowledging its events in hand-over order
+    (agents/acks.py keeps the partition order across rounds)."""
 
     def __init__(self, max_in_flight: int) -> None:
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._tasks: set[asyncio.Task[None]] = set()  # events whose commands Pulsar has not acknowledged
+        self._max = max_in_flight
+        self._queue: list[tuple[list[Outgoing], Sequence[Command], Callable[[], Awaitable[object]]]] = []
+        self._handed = asyncio.Event()  # the queue has something
+        self._room = asyncio.Event()  # fewer than max_in_flight events wait for Pulsar
+        self._room.set()
+        self._waiting = 0  # events handed over whose commands Pulsar has not acknowledged
+        self._rounds: set[asyncio.Task[None]] = set()
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
 
     async def send(self, commands: Sequence[Command], ack: Callable[[], Awaitable[object]]) -> None:
-        """Start sending `commands`; `ack` runs once Pulsar has them all. Returns at once,
-        or, with BRIDGE_MAX_IN_FLIGHT events already waiting for Pulsar, once one is done.
-        Deliveries start in call order, so a saga's commands leave in the order decided,
-        unless a send fails: its retry, after a backoff, may leave after later commands."""
+        """Hand over `commands`; `ack` runs once Pulsar has them all. Returns at once, or,
+        with BRIDGE_MAX_IN_FLIGHT events already waiting for Pulsar, once there is room.
+        Commands leave in hand-over order, unless a send fails: its retry, after a backoff,
+        may leave after later commands."""
+        while self._waiting >= self._max:
+            self._room.clear()
+            await self._room.wait()
         items = [(TOPIC_FOR[c.destination], encode_command(c), {"sagaid": c.saga_id, "type": c.type},
                   c.saga_id) for c in commands]
-        await self._slots.acquire()
-        task = asyncio.create_task(self._deliver(items, commands, ack))
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-        METRICS.set("outbound_events_waiting", len(self._tasks))
+        self._queue.append((items, commands, ack))
+        self._waiting += 1
+        self._handed.set()
 
-    def _finished(self, task: asyncio.Task[None]) -> None:  # also when cancelled
-        self._tasks.discard(task)
-        self._slots.release()
-        METRICS.set("outbound_events_waiting", len(self._tasks))
+    async def run(self) -> None:
+        """The sender: one round per wake-up, each round a task of its own."""
+        while True:
+            await self._handed.wait()
+            self._handed.clear()
+            batch, self._queue = self._queue, []
+            METRICS.set("outbound_events_waiting", self._waiting)
+            task = asyncio.create_task(self._round(batch))
+            self._rounds.add(task)
+            task.add_done_callback(self._rounds.discard)
 
-    @staticmethod
-    async def _deliver(items: list[tuple[str, bytes, dict[str, str], str | None]],
-                       commands: Sequence[Command], ack: Callable[[], Awaitable[object]]) -> None:
-        await _send_all(items)
-        for c in commands:
-            METRICS.inc("commands_sent_total", type=c.type)
-        await ack()
+    async def _round(self, batch: list[tuple[list[Outgoing], Sequence[Command],
+                                             Callable[[], Awaitable[object]]]]) -> None:
+        await _send_all([item for items, _, _ in batch for item in items])
+        for _, commands, ack in batch:
+            for c in commands:
+                METRICS.inc("commands_sent_total", type=c.type)
+            await ack()
+        self._waiting -= len(batch)
+        self._room.set()
+        METRICS.set("outbound_events_waiting", self._waiting)
 
 
 OUTBOUND = Outbound(cfg.bridge_max_in_flight)
+
+
+@app.task
+async def send_outbound() -> None:
+    await OUTBOUND.run()
 
 
 @app.agent(dead_letters, name="dead-letter-outbound")

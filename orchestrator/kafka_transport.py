@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport with a short fetch long-poll.
+"""Faust's aiokafka transport with a short fetch long-poll, and a cheaper producer path.
 
 Faust creates its worker consumer with ``fetch_max_wait_ms=1500``, fixed. aiokafka keeps at
 most one fetch request in flight per broker, and a request names only the partitions that
@@ -9,6 +9,14 @@ in one tick) this stalled each Kafka hop of a saga (timer -> events -> saga agen
 former outbox hop to Pulsar) by 1-1.5 s, and pushed the timeout-to-compensation p99 past
 2 s. A short long-poll bounds that wait; the cost is an idle fetch every
 ``fetch_max_wait_ms`` per worker.
+
+Every record Faust produces (each table write's changelog record included) asks
+``App.maybe_start_producer()`` for the producer. That method is wrapped in mode's
+``@stampede``, which awaits ``asyncio.sleep(0)`` three times per call, so the one task that
+drains the changelog buffer sent at most one record per three loop turns. Once the producer
+runs, ``SagaApp`` answers at once. The changelog buffer's limit (``ProducerBuffer.max_messages``,
+a class attribute of 100) is raised: past it Faust stalls the consumer on every message
+until the buffer ebbs (faust-streaming issue 173).
 """
 
 from __future__ import annotations
@@ -17,8 +25,12 @@ from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import ProducerT
 
-__all__ = ["SagaApp", "Transport"]
+__all__ = ["CHANGELOG_BUFFER_MAX", "SagaApp", "Transport"]
+
+#: Changelog records waiting to be produced before Faust holds the consumer back.
+CHANGELOG_BUFFER_MAX = 10_000
 
 
 class SagaApp(faust.App):
@@ -30,6 +42,17 @@ class SagaApp(faust.App):
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
+
+    async def maybe_start_producer(self) -> ProducerT:
+        producer = self.producer
+        if not self.in_transaction and producer._started.is_set():
+            return producer  # the common case, without @stampede's three loop turns
+        return await super().maybe_start_producer()
+
+    def _new_producer(self) -> ProducerT:
+        producer = super()._new_producer()
+        producer.buffer.max_messages = CHANGELOG_BUFFER_MAX
+        return producer
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
