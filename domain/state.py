@@ -90,16 +90,19 @@ class SagaState(_Frozen):
     undone_steps: tuple[str, ...] = ()
     deadline: Deadline | None = None
     # Successes that arrived after the saga gave up on their step, or a second resource made
-    # by a retried command ("step" or "step:resource id"): each undone exactly once.
+    # by a retried command ("step" or "step:resource id"): each undone exactly once. Capped
+    # (LATE_UNDONE_MEMORY, oldest forgotten) so that no participant can grow a saga's state.
     late_undone: tuple[str, ...] = ()
     reason: str | None = None
     created_at: float
     updated_at: float
+    # The last few events applied, with the commands each produced (re-sent on redelivery).
     applied: tuple[Applied, ...] = ()
     ignored: int = 0
-    # Every status change so far (a saga has a handful; capped for safety), so that the
-    # latest state alone, e.g. after log compaction, carries the saga's whole history.
-    history: tuple[Transition, ...] = ()
+    # The status changes of the last applied event only. The changelog holds every state,
+    # so the snapshot mirror appends these to the saga's history in PostgreSQL
+    # (saga_transitions); the state itself stays the same size however long the saga runs.
+    transitions: tuple[Transition, ...] = ()
 
     @property
     def terminal(self) -> bool:

@@ -25,12 +25,16 @@ from domain.messages import (
 )
 from domain.state import Applied, Deadline, SagaState, SagaStatus, Transition
 
-__all__ = ["APPLIED_MEMORY", "HISTORY_MEMORY", "Decision", "decide"]
+__all__ = ["APPLIED_MEMORY", "LATE_UNDONE_MEMORY", "Decision", "decide"]
 
-# How many applied event ids a saga remembers for deduplication. A saga sees a handful of
-# events in its life, so this covers all of them for any realistic saga.
-APPLIED_MEMORY = 32
-HISTORY_MEMORY = 200
+# How many applied events (ids and the commands they produced) a saga remembers for
+# deduplication. A replay after a crash re-delivers events since the partition's last commit,
+# which for one saga is a few events at most; a redelivered event older than this is judged
+# on the current state like any other (a stale reply is ignored). A normal saga has 2-4
+# events, one whose every retry and timeout ran out 13.
+APPLIED_MEMORY = 16
+# Late or extra resources undone, remembered so each is undone once.
+LATE_UNDONE_MEMORY = 16
 
 Outcome = Literal["applied", "duplicate", "ignored", "rejected"]
 
@@ -159,9 +163,9 @@ class _Change:
     def decision(self, outcome: Outcome = "applied", reason: str | None = None) -> Decision:
         applied = (*self.s.applied, Applied(event_id=self.event.event_id, commands=tuple(self.commands)))
         ignored = self.s.ignored + (1 if outcome == "ignored" else 0)
-        history = (*self.s.history, *self.transitions)[-HISTORY_MEMORY:]
         self.set(applied=applied[-APPLIED_MEMORY:], version=self.version, updated_at=self.now,
-                 ignored=ignored, history=history)
+                 ignored=ignored, transitions=tuple(self.transitions),
+                 late_undone=self.s.late_undone[-LATE_UNDONE_MEMORY:])
         return Decision(self.s, tuple(self.commands), tuple(self.transitions), outcome, reason)
 
 

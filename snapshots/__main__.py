@@ -43,20 +43,25 @@ async def rebuild(cfg: Settings) -> int:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
-        latest: dict[str, bytes] = {}
+        seen: set[str] = set()
         async def behind() -> bool:
             return any([await consumer.position(tp) < end[tp] for tp in tps])
 
+        # In changelog order, batch by batch, as the mirror does: every state's transitions
+        # go to the history, the newest state of a batch to the snapshot.
         while await behind():
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            newest: dict[str, bytes] = {}
+            every: list[bytes] = []
             for records in batch.values():
                 for r in records:
                     if r.value is not None and r.key is not None:
-                        latest[r.key.decode()] = r.value
-        ids = list(latest)
-        for i in range(0, len(ids), 1000):
-            await store.upsert_json({k: latest[k] for k in ids[i:i + 1000]})
-        return len(latest)
+                        newest[r.key.decode()] = r.value
+                        every.append(r.value)
+            if newest:
+                await store.upsert_json(newest, every)
+                seen.update(newest)
+        return len(seen)
     finally:
         await consumer.stop()
         await store.close()

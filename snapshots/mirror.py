@@ -77,22 +77,25 @@ class ChangelogMirror:
                     await self._try_migrate(quiet=True)  # PostgreSQL was down at start
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=2000)
                 # A saga's records are in one partition, in order: its last one is its newest.
+                # Every record carries the transitions of the event that wrote it.
                 newest: dict[str, bytes] = {}
+                every: list[bytes] = []
                 for tp, records in batch.items():
                     for r in records:
                         if r.value is not None and r.key is not None:
                             newest[r.key.decode()] = r.value
+                            every.append(r.value)
                     if records:
                         self.next_offset[tp] = records[-1].offset + 1
                 if newest:
-                    await self._write(newest)
+                    await self._write(newest, every)
                     await self.consumer.commit()
                     METRICS.inc("snapshots_written_total", len(newest))
                 METRICS.set("snapshot_lag_records", self.lag())
         finally:
             await self.consumer.stop()
 
-    async def _write(self, states: dict[str, bytes]) -> None:
+    async def _write(self, states: dict[str, bytes], every: list[bytes]) -> None:
         delay = 0.5
         while True:
             try:
@@ -100,7 +103,7 @@ class ChangelogMirror:
                     await self.store.migrate()
                     self.migrated = True
                 try:
-                    await self.store.upsert_json(states)
+                    await self.store.upsert_json(states, every)
                 except BadQuery:
                     await self._one_by_one(states)
                 if not self.healthy_db:
@@ -119,7 +122,8 @@ class ChangelogMirror:
         """A batch PostgreSQL refused (a value it cannot store): write its states one at a
         time and set aside, logged with the reason, the ones it refuses, so one bad state
         does not stop every snapshot behind it. The table keeps the state; only its snapshot
-        is missing (see TROUBLESHOOTING.md)."""
+        is missing (see TROUBLESHOOTING.md), and the history of that batch holds only the
+        newest state's transitions."""
         for saga_id, state in states.items():
             try:
                 await self.store.upsert_json({saga_id: state})

@@ -83,7 +83,7 @@ SELECT s->>'saga_id', (t->>'version')::int,
        t->>'from_status', t->>'to_status', t->>'event_type', t->>'event_id',
        to_timestamp((t->>'at')::float8)
 FROM jsonb_array_elements(%s::jsonb) AS s,
-     jsonb_array_elements(s->'history') WITH ORDINALITY AS h(t, n)
+     jsonb_array_elements(s->'transitions') WITH ORDINALITY AS h(t, n)
 ON CONFLICT DO NOTHING
 """
 
@@ -179,17 +179,19 @@ class SnapshotStore:
                 return len(MIGRATIONS)
         return int(await self._write(go))
 
-    async def upsert_json(self, newest: Mapping[str, bytes]) -> int:
-        """Write saga id -> state JSON (one state per saga: the newest of a batch) and its
-        history. A state older than the stored one changes nothing."""
+    async def upsert_json(self, newest: Mapping[str, bytes], every: Sequence[bytes] | None = None) -> int:
+        """Write saga id -> state JSON (one state per saga: the newest of a batch) and the
+        history: the `transitions` of every state in `every` (the batch's states in changelog
+        order; default: the newest ones). A state older than the stored one changes nothing."""
         if not newest:
             return 0
         batch = b"[" + b",".join(newest.values()) + b"]"
+        states = batch if every is None else b"[" + b",".join(every) + b"]"
 
         async def go(conn: psycopg.AsyncConnection[Any]) -> int:
             async with conn.transaction():
                 await conn.execute(_UPSERT, (batch.decode(),))
-                await conn.execute(_HISTORY, (batch.decode(),))
+                await conn.execute(_HISTORY, (states.decode(),))
             return len(newest)
         return int(await self._write(go))
 
