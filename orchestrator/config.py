@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     cancel_alliance_timeout_s: float | None = Field(None, alias="SAGA_CANCEL_ALLIANCE_TIMEOUT_S", gt=0)
     deadline_tick_s: float = Field(0.2, alias="DEADLINE_TICK_S", gt=0, le=10)
 
+    # Where the worker's snapshot mirror runs: `process`, a child process the worker starts
+    # and restarts (another core; the worker's event loop is the saga agent's); `inline`, on
+    # the worker's event loop; `off`, not at all (run `python -m snapshots mirror` yourself).
+    snapshot_mirror: str = Field("process", alias="SNAPSHOT_MIRROR", pattern=r"^(process|inline|off)$")
+
     # The worker's event loop: uvloop (default) or the standard library's asyncio loop.
     event_loop: str = Field("uvloop", alias="EVENT_LOOP", pattern=r"^(uvloop|asyncio)$")
 

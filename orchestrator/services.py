@@ -9,6 +9,7 @@ from typing import Any
 
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
+from orchestrator.mirror_process import MirrorProcess
 from snapshots.errors import StoreUnavailable
 from snapshots.mirror import ChangelogMirror
 from snapshots.store import SnapshotStore
@@ -17,8 +18,10 @@ __all__ = ["MIRROR", "STORE", "readiness"]
 
 log = logging.getLogger(__name__)
 STORE = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema)
-MIRROR = ChangelogMirror(cfg, STORE)
-_state = {"joined": False}
+#: The snapshot mirror as SNAPSHOT_MIRROR says: a child process, or on this event loop.
+MIRROR: MirrorProcess | ChangelogMirror = (
+    MirrorProcess(METRICS) if cfg.snapshot_mirror == "process" else ChangelogMirror(cfg, STORE))
+_state = {"joined": False, "schema_ready": False}
 
 
 @app.on_rebalance_complete.connect
@@ -28,19 +31,24 @@ async def _joined(sender: Any, **kwargs: Any) -> None:
 
 @app.task
 async def mirror_snapshots() -> None:
-    """Keep the mirror running; a crash (Kafka unreachable a while) restarts it."""
+    """Keep the mirror running (restarted after a crash) where SNAPSHOT_MIRROR says."""
     await STORE.open()
-    delay = 1.0
-    while True:
-        try:
-            await MIRROR.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("snapshot mirror failed; restarting in %.0fs", delay)
-            METRICS.inc("snapshot_mirror_restarts_total")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    if cfg.snapshot_mirror == "off":
+        log.info("snapshot mirror: off here (SNAPSHOT_MIRROR=off); run python -m snapshots mirror")
+        return
+    if isinstance(MIRROR, MirrorProcess):
+        await MIRROR.run()
+    else:
+        await MIRROR.run_forever()
+
+
+async def _schema_ready() -> bool:
+    """The snapshot tables exist: the mirror created them, or (mirror off here) they answer."""
+    if cfg.snapshot_mirror != "off":
+        return MIRROR.migrated
+    if not _state["schema_ready"]:
+        _state["schema_ready"] = await STORE.schema_ready()
+    return _state["schema_ready"]
 
 
 async def readiness(pulsar_topics: set[str], subscribed: set[str], outbound: set[str],
@@ -49,9 +57,10 @@ async def readiness(pulsar_topics: set[str], subscribed: set[str], outbound: set
     kafka_ok = _state["joined"] and not app.rebalancing and not app.in_recovery
     try:
         await asyncio.wait_for(STORE.ping(), timeout=3)
-        pg: dict[str, Any] = {"ok": MIRROR.migrated, "schema_ready": MIRROR.migrated}
+        ready = await asyncio.wait_for(_schema_ready(), timeout=3)
+        pg: dict[str, Any] = {"ok": ready, "schema_ready": ready}
     except (StoreUnavailable, TimeoutError) as exc:
-        pg = {"ok": False, "error": str(exc) or "timed out", "schema_ready": MIRROR.migrated}
+        pg = {"ok": False, "error": str(exc) or "timed out", "schema_ready": _state["schema_ready"]}
     missing = sorted(pulsar_topics - subscribed)
     no_producer = sorted(outbound - producing)
     checks = {

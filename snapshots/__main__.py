@@ -1,6 +1,9 @@
 """Snapshot operations, run with the workers' environment (APP_ID, KAFKA_BROKER_URL,
 DATABASE_URL, SNAPSHOT_SCHEMA):
 
+    python -m snapshots mirror    # the changelog -> PostgreSQL mirror on its own (a worker
+                                  # starts one as its child unless SNAPSHOT_MIRROR=off);
+                                  # --report prints its counters as JSON lines on stdout
     python -m snapshots rebuild   # (make snapshots-rebuild) every snapshot again, from the
                                   # sagas changelog (the source of truth); workers may run
     python -m snapshots restore   # (make tables-restore) the sagas, partner-sagas and
@@ -12,6 +15,8 @@ DATABASE_URL, SNAPSHOT_SCHEMA):
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import sys
 import time
 
@@ -20,9 +25,10 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from domain.state import TERMINAL, Deadline, SagaState
 from orchestrator.config import ConfigError, Settings, load_settings
+from orchestrator.metrics import METRICS
 from orchestrator.preflight import ensure_topics
 from snapshots.errors import SnapshotError
-from snapshots.mirror import sagas_changelog
+from snapshots.mirror import ChangelogMirror, sagas_changelog
 from snapshots.store import SnapshotStore
 from tables.deadline_index import deadline_event_fields, index_key
 
@@ -101,7 +107,48 @@ async def restore(cfg: Settings) -> int:
         await store.close()
 
 
+#: How often `mirror --report` prints its counters.
+REPORT_EVERY_S = 0.5
+
+
+async def mirror(cfg: Settings, report: bool) -> None:
+    """Run the mirror until stopped; a crash (Kafka unreachable a while) restarts it."""
+    store = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema)
+    await store.open()
+    m = ChangelogMirror(cfg, store)
+
+    async def reporter() -> None:
+        while True:
+            counters = {name: v for (name, labels), v in METRICS.counters.items() if not labels}
+            line = {"counters": counters, "gauges": METRICS.gauges, "migrated": m.migrated}
+            sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
+            await asyncio.sleep(REPORT_EVERY_S)
+
+    task = asyncio.create_task(reporter()) if report else None
+    try:
+        await m.run_forever()
+    finally:
+        if task is not None:
+            task.cancel()
+        await store.close()
+
+
 def main() -> None:
+    if len(sys.argv) >= 2 and sys.argv[1] == "mirror":
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="[%(asctime)s] [%(process)d] [%(levelname)s] snapshot mirror: %(message)s")
+        try:
+            cfg = load_settings()
+        except ConfigError as exc:
+            print(f"snapshots: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        cfg.install_event_loop()
+        try:
+            asyncio.run(mirror(cfg, report="--report" in sys.argv[2:]))
+        except KeyboardInterrupt:
+            pass
+        return
     if len(sys.argv) != 2 or sys.argv[1] not in ("rebuild", "restore"):
         print(__doc__, file=sys.stderr)
         raise SystemExit(2)

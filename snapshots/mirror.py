@@ -1,5 +1,6 @@
 """The mirror: the `sagas` changelog, read by a consumer group of its own, upserted into
-PostgreSQL in batches. Runs in every worker; the group shares the changelog's partitions.
+PostgreSQL in batches. Every worker runs one (in a child process by default, see
+SNAPSHOT_MIRROR); the group shares the changelog's partitions.
 
 Order: a batch is upserted and committed in PostgreSQL, then its Kafka offsets are committed.
 PostgreSQL down: the batch is retried with backoff while the changelog keeps everything, so
@@ -59,6 +60,23 @@ class ChangelogMirror:
         except StoreUnavailable as exc:
             if not quiet:
                 log.warning("snapshots: %s; the schema is created when it answers", exc)
+
+    async def run_forever(self) -> None:
+        """`run`, restarted after a crash (Kafka unreachable a while) with a growing delay."""
+        delay = 1.0
+        while True:
+            started = asyncio.get_running_loop().time()
+            try:
+                await self.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if asyncio.get_running_loop().time() - started > 60:
+                    delay = 1.0  # it had been healthy: a new failure
+                log.exception("snapshot mirror failed; restarting in %.0fs", delay)
+                METRICS.inc("snapshot_mirror_restarts_total")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     async def run(self) -> None:
         await self._try_migrate()

@@ -247,6 +247,15 @@ class SnapshotStore:
         rows = await self._fetch("SELECT state FROM saga_snapshots WHERE saga_id = %s", [saga_id])
         return dict(rows[0]["state"]) if rows else None
 
+    async def schema_ready(self) -> bool:
+        """Is the schema at this version's migration (created by a mirror)?"""
+        rows = await self._fetch(
+            "SELECT to_regclass('schema_migrations') IS NOT NULL AS present", [])
+        if not rows or not rows[0]["present"]:
+            return False
+        rows = await self._fetch("SELECT coalesce(max(version), 0) AS v FROM schema_migrations", [])
+        return bool(rows) and int(rows[0]["v"]) >= len(MIGRATIONS)
+
     async def all_states(self) -> list[dict[str, Any]]:
         rows = await self._fetch("SELECT state FROM saga_snapshots ORDER BY saga_id", [])
         return [dict(r["state"]) for r in rows]
