@@ -69,9 +69,9 @@ bench-tick: setup ## the deadline timer's tick cost with 100,000 pending deadlin
 bench-agent: dev-up ## the saga agent's rate against a pass-through Faust agent's (EVENTS=20000)
 	@$(UV) run --no-sync python -m benchmarks.agent_rate --events $${EVENTS:-20000} $${JSON:+--json $$JSON}
 
-bench-e2e: dev-up ## end-to-end saga throughput and latency, against a pass-through agent (SAGAS=5000 RATE= ECHO=1 STEP=1 PT_EVENTS=10000)
+bench-e2e: dev-up ## end-to-end saga throughput and latency, against a pass-through agent (SAGAS=5000 RATE= ECHO=1 STEP=1 PT_EVENTS=20000)
 	@$(UV) run --no-sync python -m benchmarks.saga_throughput --sagas $${SAGAS:-5000} \
-		--passthrough-events $${PT_EVENTS:-10000} $${RATE:+--rate $$RATE} \
+		--passthrough-events $${PT_EVENTS:-20000} $${RATE:+--rate $$RATE} \
 		$$([ "$${ECHO:-0}" = 1 ] && echo --echo-sagaid) $$([ "$${STEP:-0}" = 1 ] && echo --step-latency) \
 		$${JSON:+--json $$JSON}
 

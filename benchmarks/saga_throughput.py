@@ -282,7 +282,7 @@ def main() -> None:
                    "second (default: all at once, which measures the maximum)")
     p.add_argument("--echo-sagaid", action="store_true", help="participants echo the saga id")
     p.add_argument("--warmup", type=int, default=500, help="sagas run first and not measured")
-    p.add_argument("--passthrough-events", type=int, default=10_000,
+    p.add_argument("--passthrough-events", type=int, default=20_000,
                    help="backlog of the pass-through agent's run (0: skip it)")
     p.add_argument("--step-latency", action="store_true",
                    help="then a steady load at half the maximum completed-saga rate: step p50/p99")

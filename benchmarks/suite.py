@@ -4,10 +4,10 @@ process of its own with `--json`, then one results file and its charts.
     uv run python -m benchmarks.suite [--out bench/results]        (make bench; QUICK=1 for a smoke run)
 
 1. deadline_tick    the deadline timer's tick with TICK_PENDING (100,000) pending deadlines
-2. agent_rate       the saga agent against a pass-through Faust agent, AGENT_EVENTS (10,000) each
-3. saga_throughput  the pass-through agent (PT_EVENTS, 10,000), then one worker: SAGAS (3,000)
+2. agent_rate       the saga agent against a pass-through Faust agent, AGENT_EVENTS (20,000) each
+3. saga_throughput  the pass-through agent (PT_EVENTS, 20,000), then one worker: SAGAS (3,000)
                     started at once (the maximum), then paced loads of PACED_SECONDS (20) each at
-                    OFFERED (0.25,0.75,1,1.25) times that maximum, or at RATES (sagas/s, e.g.
+                    OFFERED (0.25,0.75,1,1.25,1.5) times that maximum, or at RATES (sagas/s, e.g.
                     RATES=40,80,160) when given, and STEP_SECONDS (30) at half the maximum for
                     the step-latency CDF; WARMUP (500) sagas first; ECHO=1: participants echo sagaid
 4. timeout_burst    TIMEOUT_SAGAS (500) silent sagas timing out together
@@ -42,8 +42,8 @@ from benchmarks.report import ROOT, dumps, git_info, machine
 
 QUICK = {"TICK_PENDING": "10000", "AGENT_EVENTS": "2000", "PT_EVENTS": "2000", "SAGAS": "300",
          "WARMUP": "100", "PACED_SECONDS": "5", "STEP_SECONDS": "8", "TIMEOUT_SAGAS": "100"}
-DEFAULTS = {"TICK_PENDING": "100000", "AGENT_EVENTS": "10000", "PT_EVENTS": "10000", "SAGAS": "3000",
-            "WARMUP": "500", "OFFERED": "0.25,0.75,1,1.25", "RATES": "", "PACED_SECONDS": "20",
+DEFAULTS = {"TICK_PENDING": "100000", "AGENT_EVENTS": "20000", "PT_EVENTS": "20000", "SAGAS": "3000",
+            "WARMUP": "500", "OFFERED": "0.25,0.75,1,1.25,1.5", "RATES": "", "PACED_SECONDS": "20",
             "STEP_SECONDS": "30", "TIMEOUT_SAGAS": "500", "ECHO": "0", "BENCH_TIMEOUT_S": "1800",
             "RETENTION_TIMEOUT_S": "1800"}
 
