@@ -1,9 +1,11 @@
 """The deadline timer: on every worker, turn due deadlines of the partitions it actively
 owns into DeadlineReached events in the saga's own stream.
 
-It skips ticks while the worker rebalances or recovers tables. A deadline fired by a worker
-that then died is fired again by the partition's next owner: the event id is derived from
-the deadline, so the saga applies it once, and ignores it if it has moved on.
+It skips ticks while the worker rebalances or recovers tables. An index entry is checked
+against the saga's stored state before it fires, and leaves the index if the saga has moved
+past it. A deadline fired by a worker that then died is fired again by the partition's next
+owner: the event id is derived from the deadline, so the saga applies it once, and ignores
+it if it has moved on.
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ from domain.messages import DeadlineReached
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
 from streams.partner_saga import saga_events
-from tables.deadline_index import due_entries
-from tables.partner_saga import deadlines
+from tables.partner_saga import DEADLINES, sagas
 from wire.internal import SagaEnvelope
 
-__all__ = ["fire_due_deadlines"]
+__all__ = ["active_partitions", "fire_due", "fire_due_deadlines"]
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +41,17 @@ async def fire_due(now: float) -> int:
     still_due: set[bytes] = set()
     recent = {k for k, t in _fired.items() if now - t < REFIRE_AFTER_S}
     capped = False
-    for _partition, key, f in due_entries(deadlines, now, skip=recent):
+    for partition, key, f in DEADLINES.due(active_partitions(), now, skip=recent):
         if fired >= MAX_PER_TICK:
             capped = True  # the rest waits for the next tick
             break
-        still_due.add(key)
         if f is None:
+            still_due.add(key)
             continue
+        if not DEADLINES.check(partition, key, f):
+            METRICS.inc("stale_deadlines_dropped_total")
+            continue
+        still_due.add(key)
         ev = DeadlineReached(
             event_id=ids.deadline_event_id(f["saga_id"], f["step"], f["phase"], f["kind"],
                                            f["attempt"], f["due_at"]),
@@ -67,6 +72,12 @@ async def fire_due(now: float) -> int:
         (log.warning if latest > 1.0 else log.debug)(
             "deadlines: fired %d, the most overdue %.3fs after its due time", fired, latest)
     return fired
+
+
+def active_partitions() -> list[int]:
+    """The partitions of the `sagas` table this worker actively owns (not its standbys)."""
+    topic = sagas.changelog_topic_name
+    return sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic)
 
 
 @app.timer(interval=cfg.deadline_tick_s, name="deadline-timer")

@@ -1,9 +1,10 @@
 """The saga agent: for each saga event, load the saga, decide, store, send.
 
-Commit order (at-least-once): the table writes (changelog records) are produced while the
-event is processed, and its commands are handed to the Pulsar bridge. The event is
-acknowledged only when Pulsar acknowledged its commands (at once if it has none), and only
-after every event before it in its partition (agents/acks.py); Faust flushes the producer
+Commit order (at-least-once): the table write (one changelog record; the deadline index is
+local, tables/deadline_index.py) is produced while the event is processed, and its commands
+are handed to the Pulsar bridge. The event is acknowledged only when Pulsar acknowledged its
+commands (at once if it has none), and only after every event before it in its partition
+(agents/acks.py); Faust flushes the producer
 before it commits an acknowledged offset. An event that fails unexpectedly is dead-lettered
 with the reason and acknowledged, rather than left to block the partition. A crash in
 between replays the event: the saga recognises its id and re-sends the same commands with
@@ -22,28 +23,17 @@ from agents.dead_letters import dead_letter
 from bridges.pulsar_outbound import OUTBOUND
 from domain import SagaState, decide
 from domain.messages import Command
-from domain.state import Deadline
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
 from orchestrator.policies import definition_from
 from streams.partner_saga import saga_events
-from tables.deadline_index import deadline_event_fields, index_key
-from tables.partner_saga import deadlines, sagas
+from tables.partner_saga import DEADLINES, sagas
 from wire.internal import SagaEnvelope
 
 __all__ = ["DEFINITION", "run_sagas"]
 
 log = logging.getLogger(__name__)
 DEFINITION = definition_from(cfg)
-
-
-def _move_deadline(saga_id: str, old: Deadline | None, new: Deadline | None) -> None:
-    if old == new:
-        return
-    if old is not None:
-        deadlines.pop(index_key(saga_id, old), None)
-    if new is not None:
-        deadlines[index_key(saga_id, new)] = deadline_event_fields(saga_id, new)
 
 
 @app.agent(saga_events, name="partner-saga")
@@ -93,15 +83,18 @@ async def _apply(event) -> list[Command]:  # type: ignore[no-untyped-def]
         return []
     new = decision.state
     assert new is not None
+    partition = event.message.partition
     if decision.changed:
+        # The index first: a crash between the two leaves an entry the timer drops, never a
+        # waiting saga without one.
+        DEADLINES.move(partition, saga_id, state.deadline if state else None, new.deadline)
         sagas[saga_id] = new.model_dump_json().encode()
-        _move_deadline(saga_id, state.deadline if state else None, new.deadline)
     elif decision.outcome == "duplicate" and raw_state is not None:
         # A replay after a crash: the local store may hold a state whose changelog record
         # never reached Kafka. Writing the same bytes again makes the changelog whole.
-        sagas[saga_id] = raw_state
         if new.deadline is not None:
-            deadlines[index_key(saga_id, new.deadline)] = deadline_event_fields(saga_id, new.deadline)
+            DEADLINES.put(partition, saga_id, new.deadline)
+        sagas[saga_id] = raw_state
     if decision.outcome == "ignored":
         log.info("saga %s ignored %s %s: %s", saga_id, ev.type, ev.event_id, decision.reason)
     for t in decision.transitions:

@@ -38,7 +38,7 @@ def check_reachable(cfg: Settings) -> list[str]:
 def kafka_topics(cfg: Settings) -> dict[str, dict[str, str]]:
     """Every Kafka topic the worker uses, with its config (changelogs are compacted)."""
     plain = ("events", "partner-routing", "dead-letters")
-    tables = ("sagas", "partner-sagas", "saga-deadlines")
+    tables = ("sagas", "partner-sagas")
     topics: dict[str, dict[str, str]] = {f"{cfg.app_id}-{t}": {} for t in plain}
     topics.update({f"{cfg.app_id}-{t}-changelog": {"cleanup.policy": "compact"} for t in tables})
     return topics

@@ -6,10 +6,10 @@ DATABASE_URL, SNAPSHOT_SCHEMA):
                                   # --report prints its counters as JSON lines on stdout
     python -m snapshots rebuild   # (make snapshots-rebuild) every snapshot again, from the
                                   # sagas changelog (the source of truth); workers may run
-    python -m snapshots restore   # (make tables-restore) the sagas, partner-sagas and
-                                  # saga-deadlines changelogs from the snapshots, for a
-                                  # cluster that lost them; stop the workers and delete their
-                                  # DATADIRs first
+    python -m snapshots restore   # (make tables-restore) the sagas and partner-sagas
+                                  # changelogs from the snapshots, for a cluster that lost
+                                  # them (the deadline index is rebuilt from the sagas); stop
+                                  # the workers and delete their DATADIRs first
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
-from domain.state import TERMINAL, Deadline, SagaState
+from domain.state import SagaState
 from orchestrator.config import ConfigError, Settings, load_settings
 from orchestrator.metrics import METRICS
 from orchestrator.preflight import ensure_topics
 from snapshots.errors import SnapshotError
 from snapshots.mirror import ChangelogMirror, sagas_changelog
 from snapshots.store import SnapshotStore
-from tables.deadline_index import deadline_event_fields, index_key
 
 
 async def rebuild(cfg: Settings) -> int:
@@ -95,11 +94,6 @@ async def restore(cfg: Settings) -> int:
             if state.partner_id:
                 await producer.send(f"{cfg.app_id}-partner-sagas-changelog",
                                     key=state.partner_id.encode(), value=key)
-            if state.deadline is not None and state.status not in TERMINAL:
-                d: Deadline = state.deadline
-                await producer.send(f"{cfg.app_id}-saga-deadlines-changelog",
-                                    key=index_key(state.saga_id, d),
-                                    value=deadline_event_fields(state.saga_id, d), partition=p)
         await producer.flush()
         return len(states)
     finally:

@@ -1,29 +1,46 @@
-"""Reading and writing the deadline index (the `saga-deadlines` table).
+"""The deadline index: which sagas wait for a deadline, in due order, per partition.
+
+A saga's deadline is part of its state in the `sagas` table; this index only says which
+sagas to look at when. It is derived from the table, so it needs no changelog of its own:
+- the saga agent moves a saga's entry when it writes a new state (a local write, no record
+  to Kafka);
+- the `sagas` table's changelog, when a worker replays it (recovery, standby replicas),
+  adds the entries of the states it applies (`SagaTable.apply_changelog_batch`);
+- an index opened for the first time for a partition (a new worker version, or the index
+  directory lost) is built from that partition's stored states.
+Entries are never trusted alone: before a deadline fires, the timer checks it against the
+saga's stored state, and drops an entry the saga has moved past (`DeadlineIndex.check`).
+So a lost removal costs a lookup once, and an entry for every state a replay went through
+costs nothing more.
 
 Keys are `<window>:<saga id>` with the window (due time // WINDOW_S) zero-padded, so that
 RocksDB keeps them in due order: a scan reads from the first key and stops at the first
-window still in the future. A tick therefore costs the number of due (or just fired, not
-yet processed) deadlines, not the number of pending sagas.
-
-Entries are only written by the saga agent, inside the saga's event, so they live in the
-partition of the saga (Faust writes table entries to the partition of the current event).
-The scan reads each actively owned partition's RocksDB directly: Faust has no ordered
-range read, which is why this module reaches into the store's per-partition databases.
+window still in the future. A tick therefore costs the number of due entries, not the
+number of waiting sagas. One local RocksDB (rocksdict) per partition, under the worker's
+table directory.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Container, Iterator
+import logging
+from collections.abc import Callable, Container, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
-from faust.types import TP
+from rocksdict import Options, Rdict
 
 from domain.state import Deadline
 
-__all__ = ["WINDOW_S", "deadline_event_fields", "due_entries", "due_in_db", "index_key"]
+__all__ = ["WINDOW_S", "DeadlineIndex", "deadline_event_fields", "due_in_db", "index_key"]
+
+log = logging.getLogger(__name__)
 
 WINDOW_S = 1.0
+_BUILT = b"~built"  # sorts after every window key: a scan never reaches it
+# A state with a deadline, as pydantic writes it (compact JSON; inside a string the quotes
+# would be escaped): the others, most states in a replay, are not parsed.
+_HAS_DEADLINE = b'"deadline":{'
 
 
 def _window(due_at: float) -> int:
@@ -38,15 +55,9 @@ def deadline_event_fields(saga_id: str, d: Deadline) -> bytes:
     return json.dumps({"saga_id": saga_id, **d.model_dump(mode="json")}).encode()
 
 
-def _active_partitions(table: Any) -> list[int]:
-    actives = table.app.assignor.assigned_actives()
-    topic = table.changelog_topic_name
-    return sorted(tp.partition for tp in actives if tp == TP(topic, tp.partition))
-
-
 def due_in_db(db: Any, now: float,
               skip: Container[bytes] = ()) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
-    """(key, deadline fields) of the entries of one partition's database due at `now`; for a
+    """(key, deadline fields) of the entries of one partition's index due at `now`; for a
     key in `skip` the fields are not decoded (None).
 
     Reads in key order from the first window and stops at the first window after now's:
@@ -64,13 +75,87 @@ def due_in_db(db: Any, now: float,
             yield key, (None if key in skip else fields)
 
 
-def due_entries(table: Any, now: float,
-                skip: Container[bytes] = ()) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
-    """(partition, key, deadline fields or None if skipped) of every entry due at `now`, in
-    the partitions this worker actively owns."""
-    dbs = table.data._dbs  # partition -> rocksdict.Rdict (raw mode)
-    for p in _active_partitions(table):
-        db = dbs.get(p)
-        if db is not None:
-            for key, fields in due_in_db(db, now, skip):
+def _stored_deadline(state: bytes | None) -> dict[str, Any] | None:
+    if state is None or _HAS_DEADLINE not in state:
+        return None
+    parsed = json.loads(state)
+    deadline = parsed.get("deadline") if isinstance(parsed, dict) else None
+    return deadline if isinstance(deadline, dict) else None
+
+
+class DeadlineIndex:
+    """The index of one worker: a local RocksDB per partition it holds (active or standby).
+
+    `states(partition)` gives the `sagas` table's database of that partition (raw keys and
+    values), which the index is built from and checked against."""
+
+    def __init__(self, folder: Path, states: Callable[[int], Any]) -> None:
+        self.folder = folder
+        self._states = states
+        self._dbs: dict[int, Rdict] = {}
+
+    def db(self, partition: int) -> Rdict:
+        db = self._dbs.get(partition)
+        if db is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            db = self._dbs[partition] = Rdict(str(self.folder / f"{partition}.db"),
+                                               Options(raw_mode=True))
+            if db.get(_BUILT) is None:
+                self._build(partition, db)
+        return db
+
+    def _build(self, partition: int, db: Rdict) -> None:
+        """Index every waiting saga the partition's stored states hold."""
+        n = 0
+        for key, value in self._states(partition).items():
+            deadline = _stored_deadline(value)
+            if deadline is not None:
+                saga_id = key.decode()
+                d = Deadline.model_validate(deadline)
+                db[index_key(saga_id, d)] = deadline_event_fields(saga_id, d)
+                n += 1
+        db[_BUILT] = b"1"
+        if n:
+            log.info("deadline index: partition %d built from %d stored states", partition, n)
+
+    def move(self, partition: int, saga_id: str, old: Deadline | None, new: Deadline | None) -> None:
+        """The saga's deadline changed from `old` to `new` (either may be None)."""
+        if old == new:
+            return
+        db = self.db(partition)
+        if old is not None:
+            del db[index_key(saga_id, old)]
+        if new is not None:
+            db[index_key(saga_id, new)] = deadline_event_fields(saga_id, new)
+
+    def put(self, partition: int, saga_id: str, d: Deadline) -> None:
+        self.db(partition)[index_key(saga_id, d)] = deadline_event_fields(saga_id, d)
+
+    def on_changelog(self, records: Iterable[tuple[int, bytes | None, bytes | None]]) -> None:
+        """Index the deadlines of replayed `sagas` changelog records (partition, key, value)."""
+        for partition, key, value in records:
+            deadline = _stored_deadline(value)
+            if deadline is not None and key is not None:
+                saga_id = key.decode()
+                d = Deadline.model_validate(deadline)
+                self.db(partition)[index_key(saga_id, d)] = deadline_event_fields(saga_id, d)
+
+    def due(self, partitions: Iterable[int], now: float,
+            skip: Container[bytes] = ()) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
+        """(partition, key, deadline fields or None if skipped) of every entry due at `now`."""
+        for p in partitions:
+            for key, fields in due_in_db(self.db(p), now, skip):
                 yield p, key, fields
+
+    def check(self, partition: int, key: bytes, fields: dict[str, Any]) -> bool:
+        """Is this entry the saga's current deadline? If not, it leaves the index."""
+        stored = _stored_deadline(self._states(partition).get(fields["saga_id"].encode()))
+        if stored is not None and all(stored.get(k) == fields[k] for k in stored):
+            return True
+        del self.db(partition)[key]
+        return False
+
+    def close(self) -> None:
+        for db in self._dbs.values():
+            db.close()
+        self._dbs.clear()

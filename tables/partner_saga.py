@@ -6,10 +6,17 @@ so `app.table_route` sends a web request to the worker that owns the key.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import EventT
+
 from orchestrator.app import app, cfg
+from tables.deadline_index import DeadlineIndex
 
-__all__ = ["deadlines", "partner_sagas", "sagas"]
-
+__all__ = ["DEADLINES", "SagaTable", "partner_sagas", "sagas"]
 
 
 def _common() -> dict[str, object]:
@@ -18,13 +25,31 @@ def _common() -> dict[str, object]:
     return {"key_type": bytes, "value_type": bytes, "partitions": cfg.topic_partitions}
 
 
+class SagaTable(faust.Table):  # type: ignore[misc]
+    """The `sagas` table, which also keeps the deadline index up to date when its changelog
+    is replayed into this worker (recovery, standby replicas)."""
+
+    index: DeadlineIndex
+
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        events = list(batch)
+        super().apply_changelog_batch(events)
+        self.index.on_changelog((e.message.partition, e.message.key, e.message.value) for e in events)
+
+
+def _stored_states(partition: int) -> Any:
+    """The sagas table's RocksDB of one partition (raw keys and values)."""
+    return sagas.data._db_for_partition(partition)
+
+
 #: saga id -> SagaState as JSON. Written by agents.partner_saga from saga-events.
-sagas = app.Table("sagas", help="saga id -> saga state (JSON)", **_common())
+sagas: SagaTable = app.tables.add(SagaTable(app, name="sagas", help="saga id -> saga state (JSON)",
+                                            beacon=app.tables.beacon, **_common()))
+
+#: Which sagas wait for a deadline, in due order (tables/deadline_index.py): derived from
+#: `sagas`, local to this worker, no changelog.
+DEADLINES = DeadlineIndex(Path(app.conf.tabledir) / "saga-deadline-index", _stored_states)
+sagas.index = DEADLINES
 
 #: partner id -> saga id. Written by agents.partner_routing from saga-partner-routing.
 partner_sagas = app.Table("partner-sagas", help="partner id -> saga id", **_common())
-
-#: The deadline index: "<window>:<saga id>" -> DeadlineReached fields (JSON), one entry per
-#: saga that waits. Written by the saga agent in the saga's partition; read by the timer in
-#: tables/deadline_index.py, which scans only the windows that are due.
-deadlines = app.Table("saga-deadlines", help="due window:saga id -> deadline", **_common())

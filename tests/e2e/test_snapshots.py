@@ -138,7 +138,7 @@ async def test_rebuild_and_restore(spawn, participants, taps, names) -> None:  #
     admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
     await admin.start()
     try:
-        changelogs = [f"{names.app_id}-{t}-changelog" for t in ("sagas", "partner-sagas", "saga-deadlines")]
+        changelogs = [f"{names.app_id}-{t}-changelog" for t in ("sagas", "partner-sagas")]
         await admin.delete_topics(changelogs)
         for _ in range(100):
             if not set(changelogs) & set(await admin.list_topics()):

@@ -1,16 +1,15 @@
-"""The deadline index on a real RocksDB (rocksdict, raw mode, as Faust opens it): due entries
-come back in order, future windows are not read, and only active partitions are scanned."""
+"""The deadline index on a real RocksDB (rocksdict, raw mode): due entries come back in
+order, future windows are not read; the index is built from stored states, follows moves
+and replayed changelog records, and drops an entry the saga has moved past."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
-from faust.types import TP
 from rocksdict import Options, Rdict
 
 from domain.state import Deadline
-from tables.deadline_index import deadline_event_fields, due_entries, due_in_db, index_key
+from tables.deadline_index import DeadlineIndex, deadline_event_fields, due_in_db, index_key
 
 NOW = 1_800_000_000.0
 
@@ -35,14 +34,57 @@ def test_due_entries_in_due_order_and_nothing_from_the_future(tmp_path: Path) ->
     db.close()
 
 
-def test_only_partitions_this_worker_actively_owns_are_scanned(tmp_path: Path) -> None:
-    dbs = {p: _db(tmp_path / f"p{p}", {f"saga-{p}": NOW - 1}) for p in range(3)}
-    changelog = "app-saga-deadlines-changelog"
-    # Partition 1 is a standby here (not active); partition 2 is active for another topic only.
-    actives = {TP(changelog, 0), TP("app-events", 0), TP("app-events", 2)}
-    table = SimpleNamespace(
-        changelog_topic_name=changelog, data=SimpleNamespace(_dbs=dbs),
-        app=SimpleNamespace(assignor=SimpleNamespace(assigned_actives=lambda: actives)))
-    assert [(p, f["saga_id"]) for p, _, f in due_entries(table, NOW)] == [(0, "saga-0")]
-    for db in dbs.values():
-        db.close()
+def _state(saga_id: str, d: Deadline | None) -> bytes:
+    """A stored state as the agent writes it (only the fields the index reads matter)."""
+    deadline = "null" if d is None else d.model_dump_json()
+    return b'{"saga_id":"%s","deadline":%s,"status":"x"}' % (saga_id.encode(), deadline.encode())
+
+
+def _index(tmp_path: Path, states: dict[int, dict[str, Deadline | None]]) -> DeadlineIndex:
+    stores = {}
+    for p, sagas in states.items():
+        stores[p] = Rdict(str(tmp_path / f"states-{p}"), Options(raw_mode=True))
+        for saga_id, d in sagas.items():
+            stores[p][saga_id.encode()] = _state(saga_id, d)
+        stores[p][b"__faust\x00offset__"] = b"42"
+    return DeadlineIndex(tmp_path / "index", lambda p: stores[p])
+
+
+def test_a_new_index_is_built_from_the_stored_states(tmp_path: Path) -> None:
+    index = _index(tmp_path, {0: {"waits": _deadline(NOW - 1), "done": None,
+                                  "later": _deadline(NOW + 60)}, 1: {"other": _deadline(NOW - 2)}})
+    assert [(p, f["saga_id"]) for p, _, f in index.due([0], NOW) if f] == [(0, "waits")]
+    assert [(p, f["saga_id"]) for p, _, f in index.due([0, 1], NOW) if f] == [(0, "waits"), (1, "other")]
+    index.close()
+
+
+def test_moving_a_deadline_and_replayed_changelog_records(tmp_path: Path) -> None:
+    index = _index(tmp_path, {0: {}})
+    index.move(0, "s1", None, _deadline(NOW - 5))
+    index.move(0, "s1", _deadline(NOW - 5), _deadline(NOW + 5))
+    assert list(index.due([0], NOW)) == []
+    index.on_changelog([(0, b"s2", _state("s2", _deadline(NOW - 1))), (0, b"s3", _state("s3", None)),
+                        (0, b"s4", None)])
+    assert [f["saga_id"] for _, _, f in index.due([0], NOW) if f] == ["s2"]
+    index.close()
+
+
+def test_an_entry_the_saga_moved_past_leaves_the_index_when_checked(tmp_path: Path) -> None:
+    # The removal of s1's old entry was lost (a crash); s2's state is gone; s3 is current.
+    index = _index(tmp_path, {0: {"s1": _deadline(NOW + 30), "s3": _deadline(NOW - 1)}})
+    index.put(0, "s1", _deadline(NOW - 3))
+    index.put(0, "s2", _deadline(NOW - 2))
+    checked = {f["saga_id"]: index.check(p, key, f) for p, key, f in index.due([0], NOW) if f}
+    assert checked == {"s1": False, "s2": False, "s3": True}
+    assert [f["saga_id"] for _, _, f in index.due([0], NOW) if f] == ["s3"]
+    index.close()
+
+
+def test_the_index_survives_a_restart_without_a_rebuild(tmp_path: Path) -> None:
+    index = _index(tmp_path, {0: {}})
+    index.move(0, "s1", None, _deadline(NOW - 1))
+    index.close()
+    again = _index(tmp_path / "other-states", {0: {}})  # empty stored states: no rebuild wanted
+    again.folder = tmp_path / "index"
+    assert [f["saga_id"] for _, _, f in again.due([0], NOW) if f] == ["s1"]
+    again.close()
