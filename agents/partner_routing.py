@@ -11,6 +11,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
+from domain import ids
 from orchestrator.app import app
 from orchestrator.metrics import METRICS
 from streams.partner_saga import partner_routing, saga_events
@@ -34,6 +35,8 @@ async def route_partner_events(stream):  # type: ignore[no-untyped-def]
         known_raw = partner_sagas.get(msg.partner_id)
         known = known_raw.decode() if known_raw is not None else None
         saga_id = saga_for(msg, known)
+        if saga_id is not None and saga_id == msg.tried:
+            saga_id = None  # the partner's own saga, already tried: it does not exist
         if saga_id is None:
             await dead_letter(msg.raw.encode(), f"no saga to match: no saga for partner {msg.partner_id}",
                               origin=msg.origin, message_id=msg.event_id)
@@ -47,9 +50,11 @@ async def route_partner_events(stream):  # type: ignore[no-untyped-def]
             await dead_letter(msg.raw.encode(), f"invalid event: {exc.errors()[0]['msg']}",
                               origin=msg.origin, message_id=msg.event_id)
             continue
-        if msg.type == "PartnerCreated" and known in (None, saga_id):
-            # Written again on a replay too: the changelog must hold it even if the first
-            # write reached only the local store before a crash.
+        if msg.type == "PartnerCreated" and known in (None, saga_id) \
+                and saga_id != ids.saga_id_for_partner(msg.partner_id):
+            # Only sagas whose id the partner id does not give (HTTP-started ones) need an
+            # entry. Written again on a replay too: the changelog must hold it even if the
+            # first write reached only the local store before a crash.
             partner_sagas[msg.partner_id] = saga_id.encode()
         METRICS.inc("routed_total", type=msg.type)
         await saga_events.send(key=saga_id.encode(), value=envelope.model_dump_json().encode())

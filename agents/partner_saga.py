@@ -26,9 +26,9 @@ from domain.messages import Command
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
 from orchestrator.policies import definition_from
-from streams.partner_saga import saga_events
+from streams.partner_saga import partner_routing, saga_events
 from tables.partner_saga import DEADLINES, sagas
-from wire.internal import SagaEnvelope
+from wire.internal import PartnerRouted, SagaEnvelope
 
 __all__ = ["DEFINITION", "run_sagas"]
 
@@ -56,6 +56,20 @@ async def run_sagas(stream):  # type: ignore[no-untyped-def]
         METRICS.set("events_unacknowledged", acks.waiting)
 
 
+async def _to_partner_index(envelope: SagaEnvelope) -> None:
+    """An event sent to the partner's own saga, which does not exist (the partner belongs to
+    an HTTP-started saga): the partner index finds its saga, or dead-letters it."""
+    ev = envelope.event
+    fields = ev.model_dump(mode="json", exclude={"event_id", "saga_id", "correlation_id", "type"})
+    partner_id = fields["partner_id"]
+    msg = PartnerRouted(type=ev.type, event_id=ev.event_id, saga_id=None, correlation_id=None,
+                        partner_id=partner_id, fields=fields, raw=envelope.raw or "",
+                        origin=envelope.origin or "", received_at=envelope.received_at or time.time(),
+                        tried=ev.saga_id)
+    METRICS.inc("routed_to_partner_index_total", type=ev.type)
+    await partner_routing.send(key=partner_id.encode(), value=msg.model_dump_json().encode())
+
+
 async def _apply(event) -> list[Command]:  # type: ignore[no-untyped-def]
     """Decide one saga event and store the outcome; return the commands to send."""
     topic = saga_events.get_topic_name()
@@ -76,6 +90,9 @@ async def _apply(event) -> list[Command]:  # type: ignore[no-untyped-def]
     now = time.time()
     decision = decide(state, ev, now, DEFINITION)
     METRICS.inc("events_total", type=ev.type, outcome=decision.outcome)
+    if decision.outcome == "rejected" and envelope.by_partner and state is None:
+        await _to_partner_index(envelope)
+        return []
     if decision.outcome == "rejected":
         original = envelope.raw.encode() if envelope.raw is not None else event.value
         await dead_letter(original, f"no saga to match: {decision.reason}",

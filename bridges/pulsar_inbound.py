@@ -19,12 +19,12 @@ from faust.types import RecordMetadata
 
 from agents.dead_letters import dead_letter
 from bridges.pulsar_client import PulsarLink
-from domain import ids
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
 from streams.partner_saga import partner_routing, saga_events
 from wire.cloudevents import Inbound, WireError, decode_inbound
 from wire.internal import PartnerRouted, SagaEnvelope
+from wire.routing import first_hop
 
 __all__ = ["LINK", "SUBSCRIBED", "pump", "route"]
 
@@ -52,26 +52,24 @@ async def route(raw: bytes, origin: str, message_id: str,
 def _routed(inbound: Inbound, origin: str, received_at: float) -> tuple[bytes, Any, bytes]:
     """(key, Kafka topic, value) for a decoded event; topic None means a dead letter (value:
     the reason). Pure: encoding only, nothing sent."""
-    # Replies that name their saga go straight to it, except PartnerCreated, which must pass
-    # the partner index so that later replies naming only the partner find the saga.
-    if inbound.saga_id and inbound.type != "PartnerCreated":
-        return _to_saga(inbound, inbound.saga_id, origin, received_at)
-    if inbound.partner_id:
+    hop = first_hop(inbound)
+    if hop.to == "saga":
+        assert hop.saga_id is not None
+        return _to_saga(inbound, hop.saga_id, origin, received_at, by_partner=hop.by_partner)
+    if hop.to == "partner":
+        assert inbound.partner_id is not None
         msg = PartnerRouted(type=inbound.type, event_id=inbound.event_id, saga_id=inbound.saga_id,
                             correlation_id=inbound.correlation_id, partner_id=inbound.partner_id,
                             fields=inbound.fields, raw=inbound.text, origin=origin,
                             received_at=received_at)
         return inbound.partner_id.encode(), partner_routing, msg.model_dump_json().encode()
-    if inbound.correlation_id:
-        return _to_saga(inbound, ids.saga_id_for_correlation(inbound.correlation_id), origin,
-                        received_at)
-    reason = f"no saga to match: {inbound.type} has no sagaid, correlationid or partner_id"
-    return b"", None, reason.encode()
+    return b"", None, hop.reason.encode()
 
 
-def _to_saga(inbound: Inbound, saga_id: str, origin: str, received_at: float) -> tuple[bytes, Any, bytes]:
+def _to_saga(inbound: Inbound, saga_id: str, origin: str, received_at: float, *,
+             by_partner: bool = False) -> tuple[bytes, Any, bytes]:
     env = SagaEnvelope(event=inbound.event(saga_id), raw=inbound.text, origin=origin,
-                       received_at=received_at)
+                       received_at=received_at, by_partner=by_partner)
     return saga_id.encode(), saga_events, env.model_dump_json().encode()
 
 

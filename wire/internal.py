@@ -23,6 +23,9 @@ class SagaEnvelope(BaseModel):
     raw: str | None = None  # original message text, participant events only
     origin: str | None = None  # where it came from (Pulsar topic), for dead letters
     received_at: float | None = None  # when the bridge received it (latency metrics)
+    # Sent to the partner's own saga (domain.ids.saga_id_for_partner) because the event named
+    # only a partner: if that saga does not exist, the partner index decides instead.
+    by_partner: bool = False
 
 
 class PartnerRouted(BaseModel):
@@ -39,3 +42,5 @@ class PartnerRouted(BaseModel):
     raw: str
     origin: str
     received_at: float
+    # The saga the event was sent to first and that does not exist (see SagaEnvelope.by_partner).
+    tried: str | None = None

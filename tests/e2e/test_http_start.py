@@ -10,6 +10,7 @@ import pytest
 from domain import ids
 from simulators.participants import Behaviour, _share
 from tests.support.flows import ended
+from wire.cloudevents import encode_event
 
 pytestmark = pytest.mark.stack
 
@@ -94,3 +95,27 @@ async def test_status_of_an_unknown_saga_is_a_404_json(spawn) -> None:  # type: 
     await worker.wait_ready(timeout=30)
     status, body = await worker.get(f"/api/v1/saga/status/{uuid.uuid4()}")
     assert status == 404 and body["error"] == "no such saga"
+
+
+@pytest.mark.parametrize("behaviour", [Behaviour(no_reply_alliance=1.0)], ids=["alianzas-silent"])
+async def test_a_reply_naming_only_its_partner_finds_an_http_started_saga(
+        spawn, participants, taps, behaviour) -> None:  # type: ignore[no-untyped-def]
+    """The bridge sends a reply that names only a partner to the partner's own saga first; for
+    an HTTP-started saga that one does not exist, and the partner index finds the right one."""
+    worker = spawn()
+    await worker.wait_ready(timeout=30)
+    status, body = await worker.post("/api/v1/saga/partner-creation", BODY)
+    assert status == 202, body
+    saga_id = body["saga_id"]
+    await taps["alianzas"].wait_for(lambda t: any(e["sagaid"] == saga_id for e in t.events()), 30,
+                                    "CreateAlliance")
+    partner_id = next(e for e in taps["alianzas"].events() if e["sagaid"] == saga_id)["data"]["partner_id"]
+    # As gestion-de-alianzas might answer: no sagaid, no correlationid.
+    reply = encode_event("AllianceCreated", str(uuid.uuid4()),
+                         {"partner_id": partner_id, "alliance_id": "a-1"}, source="/gestion-de-alianzas")
+    await participants.publish(participants.alliance_events, reply)
+    await taps["lifecycle"].wait_for(lambda t: saga_id in ended(t), 30, "the saga to end")
+    assert ended(taps["lifecycle"])[saga_id] == ["SagaCompleted"]
+    status, state = await worker.get(f"/api/v1/saga/status/{saga_id}")
+    assert status == 200 and state["alliance_id"] == "a-1"
+    assert ids.saga_id_for_partner(partner_id) != saga_id
