@@ -95,7 +95,8 @@ def step_latency_cdf(results: dict[str, Any], out: Path) -> Path:
     finite = [(le, n / total) for le, n in load["step_buckets"] if le != "+Inf"]
     xs = [le * 1000 for le, _ in finite]
     a.step(xs, [s for _, s in finite], where="post", color="C0")
-    a.plot(xs, [s for _, s in finite], "o", color="C0", ms=4, label="share of steps <= bucket bound")
+    a.plot(xs, [s for _, s in finite], "o", color="C0", ms=4,
+           label="share of steps <= bucket bound\n(the line: a lower bound between bounds)")
     a.axvline(100, color="C3", ls="-.", label="target: p99 <= 100 ms")
     a.axhline(0.99, color="gray", ls=":", label="p99")
     a.axhline(0.5, color="gray", ls="--", lw=0.8, label="p50")

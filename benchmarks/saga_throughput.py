@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,13 @@ from benchmarks.report import (
     write_json,
 )
 from simulators.participants import Behaviour, Participants
-from tests.support.flows import partner_created
+from tests.support.flows import TERMINAL_EVENTS, partner_created
 from tests.support.pulsar import Tap, connect
 from tests.support.stack import PULSAR_URL, require_stack
 from tests.support.worker import Names, Worker
 
 TARGET_SAGAS_PER_PT_EVENT = 0.2
+STALL_S = 120.0  # a load with no saga completing for this long has failed
 TARGET_STEP_P99_S = 0.1
 
 
@@ -126,12 +128,25 @@ async def _load(sims: Participants, lifecycle: Tap, sagas: int, rate: float | No
             sends = []
     await asyncio.gather(*sends)
     published = time.monotonic() - t0
+    other: dict[str, str] = {}  # sagas that ended otherwise: the participants never fail here
+    progress = time.monotonic()
     while len(done) < sagas:
         for m in lifecycle.messages[seen:]:
             ce = json.loads(m.data)
-            if ce["type"] == "SagaCompleted" and ce["data"]["partner_id"] in sent_at:
-                done[ce["data"]["partner_id"]] = m.at
+            pid = ce["data"].get("partner_id")
+            if pid not in sent_at:
+                continue
+            if ce["type"] == "SagaCompleted":
+                done[pid] = m.at
+                progress = time.monotonic()
+            elif ce["type"] in TERMINAL_EVENTS:
+                other[pid] = ce["type"]
         seen = len(lifecycle.messages)
+        if other:
+            raise RuntimeError(f"{len(other)} sagas did not complete ({Counter(other.values())}), "
+                               f"although the participants answer every command at once")
+        if time.monotonic() - progress > STALL_S:
+            raise TimeoutError(f"{len(done)} of {sagas} sagas completed, none in the last {STALL_S:.0f}s")
         if time.monotonic() - t0 > published + within_s:
             raise TimeoutError(f"only {len(done)} of {sagas} sagas completed {within_s:.0f}s after "
                                f"the last was started")
@@ -266,8 +281,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await client.close()
         worker.stop()
         if failed:
-            print(f"worker log (tail):\n{worker.log()[-3000:]}", file=sys.stderr)
-        shutil.rmtree(folder, ignore_errors=True)
+            print(f"worker log (tail; all of it in {worker.log_path}):\n{worker.log()[-3000:]}",
+                  file=sys.stderr)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
         await drop_run_leftovers(names.app_id)
 
 

@@ -131,8 +131,10 @@ async def measure(sagas: int, timeout_s: float, attempts: int, within_s: float) 
         await client.close()
         worker.stop()
         if failed:
-            print(f"worker log (tail):\n{worker.log()[-3000:]}", file=sys.stderr)
-        shutil.rmtree(folder, ignore_errors=True)
+            print(f"worker log (tail; all of it in {worker.log_path}):\n{worker.log()[-3000:]}",
+                  file=sys.stderr)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
         await drop_run_leftovers(names.app_id)
 
 
