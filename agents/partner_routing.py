@@ -34,6 +34,10 @@ async def route_partner_events(stream):  # type: ignore[no-untyped-def]
             continue
         known_raw = partner_sagas.get(msg.partner_id)
         known = known_raw.decode() if known_raw is not None else None
+        if msg.type == "ForgetPartner":  # retention: its saga left the live tables
+            if known is not None and known == msg.saga_id:
+                del partner_sagas[msg.partner_id]
+            continue
         saga_id = saga_for(msg, known)
         if saga_id is not None and saga_id == msg.tried:
             saga_id = None  # the partner's own saga, already tried: it does not exist

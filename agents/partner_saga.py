@@ -21,14 +21,14 @@ from pydantic import ValidationError
 from agents.acks import InOrderAcks
 from agents.dead_letters import dead_letter
 from bridges.pulsar_outbound import OUTBOUND
-from domain import SagaState, decide
+from domain import SagaState, decide, ids
 from domain.messages import Command
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
 from orchestrator.policies import definition_from
 from streams.partner_saga import partner_routing, saga_events
 from tables.partner_saga import DEADLINES, sagas
-from wire.internal import PartnerRouted, SagaEnvelope
+from wire.internal import ForgetSaga, PartnerRouted, SagaEnvelope
 
 __all__ = ["DEFINITION", "run_sagas"]
 
@@ -70,8 +70,35 @@ async def _to_partner_index(envelope: SagaEnvelope) -> None:
     await partner_routing.send(key=partner_id.encode(), value=msg.model_dump_json().encode())
 
 
+async def _forget(event) -> None:  # type: ignore[no-untyped-def]
+    """Retention: the saga leaves the live tables (a tombstone in the changelog) if it is
+    still finished at the version the retention timer saw; its snapshot stays."""
+    try:
+        msg = ForgetSaga.model_validate_json(event.value)
+    except ValidationError as exc:
+        await dead_letter(event.value, f"invalid retention message: {exc.errors()[0]['msg']}",
+                          origin=saga_events.get_topic_name(), key=event.key)
+        return
+    raw = sagas.get(msg.forget)
+    state = SagaState.model_validate_json(raw) if raw is not None else None
+    if state is None or not state.terminal or state.version != msg.version:
+        return  # gone already, or changed since: its new expiry entry decides
+    DEADLINES.forget(event.message.partition, msg.forget, state.updated_at)
+    del sagas[msg.forget]
+    METRICS.inc("sagas_expired_total")
+    if msg.partner_id is not None and msg.forget != ids.saga_id_for_partner(msg.partner_id):
+        # Its partner-index entry lives in the partner's partition: the routing agent drops it.
+        forget = PartnerRouted(type="ForgetPartner", event_id=f"forget:{msg.forget}", saga_id=msg.forget,
+                               correlation_id=None, partner_id=msg.partner_id, fields={}, raw="",
+                               origin="retention", received_at=time.time())
+        await partner_routing.send(key=msg.partner_id.encode(), value=forget.model_dump_json().encode())
+
+
 async def _apply(event) -> list[Command]:  # type: ignore[no-untyped-def]
     """Decide one saga event and store the outcome; return the commands to send."""
+    if event.value.startswith(ForgetSaga.PREFIX):
+        await _forget(event)
+        return []
     topic = saga_events.get_topic_name()
     saga_id = event.key.decode() if event.key else ""
     try:
@@ -105,6 +132,8 @@ async def _apply(event) -> list[Command]:  # type: ignore[no-untyped-def]
         # The index first: a crash between the two leaves an entry the timer drops, never a
         # waiting saga without one.
         DEADLINES.move(partition, saga_id, state.deadline if state else None, new.deadline)
+        if new.terminal:
+            DEADLINES.finished(partition, saga_id, new.updated_at)
         sagas[saga_id] = new.model_dump_json().encode()
     elif decision.outcome == "duplicate" and raw_state is not None:
         # A replay after a crash: the local store may hold a state whose changelog record

@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     revert_partner_timeout_s: float | None = Field(None, alias="SAGA_REVERT_PARTNER_TIMEOUT_S", gt=0)
     cancel_alliance_timeout_s: float | None = Field(None, alias="SAGA_CANCEL_ALLIANCE_TIMEOUT_S", gt=0)
     deadline_tick_s: float = Field(0.2, alias="DEADLINE_TICK_S", gt=0, le=10)
+    # How long a finished saga stays in the live tables (Temporal's retention period is the
+    # model): after it, and once its final state is in PostgreSQL, it leaves them; the status
+    # endpoint then answers from the snapshot.
+    saga_retention_s: float = Field(7 * 86400.0, alias="SAGA_RETENTION_S", gt=0)
+    retention_tick_s: float = Field(5.0, alias="RETENTION_TICK_S", gt=0, le=3600)
 
     # Where the worker's snapshot mirror runs: `process`, a child process the worker starts
     # and restarts (another core; the worker's event loop is the saga agent's); `inline`, on

@@ -18,6 +18,8 @@ from domain import ids
 from domain.messages import PartnerData, StartSaga
 from orchestrator.app import app
 from orchestrator.metrics import METRICS
+from orchestrator.services import STORE
+from snapshots.errors import StoreUnavailable
 from streams.partner_saga import saga_events
 from tables.partner_saga import sagas
 from wire.internal import SagaEnvelope
@@ -87,7 +89,8 @@ class StartPartnerCreation(View):
 
 @app.page("/api/v1/saga/status/{saga_id}")
 class SagaStatusView(View):
-    """A saga's live state, from the table, answered by the worker owning its partition."""
+    """A saga's live state, from the table, answered by the worker owning its partition;
+    `source` says `live`, or `snapshot` for a finished saga past its retention."""
 
     async def get(self, request: Request, saga_id: str) -> Response:
         # What app.table_route does, with the failures answered: the owner of the key's
@@ -106,10 +109,22 @@ class SagaStatusView(View):
             if app.rebalancing or app.in_recovery:
                 return _error(self, 503, "partition is being recovered; retry shortly",
                               saga_id=saga_id)
-            return _error(self, 404, "no such saga", saga_id=saga_id)
+            return await self._from_snapshot(saga_id)
         state = json.loads(raw)
         state.pop("applied", None)
-        return self.json(state)
+        return self.json({**state, "source": "live"})
+
+    async def _from_snapshot(self, saga_id: str) -> Response:
+        """A saga no longer in the table (retention) answers from its final snapshot."""
+        try:
+            state = await STORE.get(saga_id)
+        except StoreUnavailable:
+            return _error(self, 503, "not in the live table, and the snapshots are unreachable; "
+                          "retry shortly", saga_id=saga_id)
+        if state is None:
+            return _error(self, 404, "no such saga", saga_id=saga_id)
+        state.pop("applied", None)
+        return self.json({**state, "source": "snapshot"})
 
 
 @app.page("/health")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import agents.deadlines
 import agents.partner_routing
 import agents.partner_saga
+import agents.retention
 import bridges.pulsar_inbound
 import bridges.pulsar_outbound
 import orchestrator.services
@@ -19,6 +20,6 @@ from orchestrator.app import app
 
 __all__ = ["app"]
 
-_registered = (agents.deadlines, agents.partner_routing, agents.partner_saga, bridges.pulsar_inbound,
-               bridges.pulsar_outbound, orchestrator.services, orchestrator.web, orchestrator.web_ops,
-               streams.partner_saga, tables.partner_saga)
+_registered = (agents.deadlines, agents.partner_routing, agents.partner_saga, agents.retention,
+               bridges.pulsar_inbound, bridges.pulsar_outbound, orchestrator.services, orchestrator.web,
+               orchestrator.web_ops, streams.partner_saga, tables.partner_saga)

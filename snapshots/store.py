@@ -247,6 +247,12 @@ class SnapshotStore:
         rows = await self._fetch("SELECT state FROM saga_snapshots WHERE saga_id = %s", [saga_id])
         return dict(rows[0]["state"]) if rows else None
 
+    async def versions(self, saga_ids: Sequence[str]) -> dict[str, int]:
+        """The snapshot version of each of these sagas that has a snapshot."""
+        rows = await self._fetch("SELECT saga_id, version FROM saga_snapshots WHERE saga_id = ANY(%s)",
+                                 [list(saga_ids)])
+        return {r["saga_id"]: int(r["version"]) for r in rows}
+
     async def schema_ready(self) -> bool:
         """Is the schema at this version's migration (created by a mirror)?"""
         rows = await self._fetch(

@@ -1,4 +1,5 @@
-"""The deadline index: which sagas wait for a deadline, in due order, per partition.
+"""The deadline index: which sagas wait for a deadline, in due order, per partition; and
+beside it, which finished sagas leave the live tables when (retention).
 
 A saga's deadline is part of its state in the `sagas` table; this index only says which
 sagas to look at when. It is derived from the table, so it needs no changelog of its own:
@@ -16,14 +17,17 @@ costs nothing more.
 Keys are `<window>:<saga id>` with the window (due time // WINDOW_S) zero-padded, so that
 RocksDB keeps them in due order: a scan reads from the first key and stops at the first
 window still in the future. A tick therefore costs the number of due entries, not the
-number of waiting sagas. One local RocksDB (rocksdict) per partition, under the worker's
-table directory.
+number of waiting sagas. Retention entries are `r<window>:<saga id>` (the window of the
+saga's last update + SAGA_RETENTION_S), kept for every finished saga the same three ways and
+checked the same way; they sort after every deadline key. One local RocksDB (rocksdict) per
+partition, under the worker's table directory.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,8 @@ from rocksdict import Options, Rdict
 
 from domain.state import Deadline
 
-__all__ = ["WINDOW_S", "DeadlineIndex", "deadline_event_fields", "due_in_db", "index_key"]
+__all__ = ["WINDOW_S", "DeadlineIndex", "deadline_event_fields", "due_in_db", "index_key",
+           "retention_key"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,11 @@ _BUILT = b"~built"  # sorts after every window key: a scan never reaches it
 # A state with a deadline, as pydantic writes it (compact JSON; inside a string the quotes
 # would be escaped): the others, most states in a replay, are not parsed.
 _HAS_DEADLINE = b'"deadline":{'
+# A finished saga's status and last update: the first "status" and "updated_at" of a state
+# are its own (pydantic writes fields in declaration order; commands come after them).
+_STATUS = re.compile(rb'"status":"([a-z_]+)"')
+_UPDATED_AT = re.compile(rb'"updated_at":(-?[0-9.eE+]+)')
+_FINISHED = frozenset({b"completed", b"failed", b"compensated", b"compensation_failed"})
 
 
 def _window(due_at: float) -> int:
@@ -83,15 +93,32 @@ def _stored_deadline(state: bytes | None) -> dict[str, Any] | None:
     return deadline if isinstance(deadline, dict) else None
 
 
+def _finished_at(state: bytes | None) -> float | None:
+    """When a stored finished saga was last updated; None for a live one (or no state)."""
+    if state is None:
+        return None
+    status = _STATUS.search(state)
+    if status is None or status.group(1) not in _FINISHED:
+        return None
+    updated = _UPDATED_AT.search(state)
+    return float(updated.group(1)) if updated is not None else None
+
+
+def retention_key(saga_id: str, expires_at: float) -> bytes:
+    return b"r%010d:%s" % (_window(expires_at), saga_id.encode())
+
+
 class DeadlineIndex:
     """The index of one worker: a local RocksDB per partition it holds (active or standby).
 
     `states(partition)` gives the `sagas` table's database of that partition (raw keys and
     values), which the index is built from and checked against."""
 
-    def __init__(self, folder: Path, states: Callable[[int], Any]) -> None:
+    def __init__(self, folder: Path, states: Callable[[int], Any], *,
+                 retention_s: float = 7 * 86400.0) -> None:
         self.folder = folder
         self._states = states
+        self.retention_s = retention_s
         self._dbs: dict[int, Rdict] = {}
 
     def db(self, partition: int) -> Rdict:
@@ -108,15 +135,25 @@ class DeadlineIndex:
         """Index every waiting saga the partition's stored states hold."""
         n = 0
         for key, value in self._states(partition).items():
-            deadline = _stored_deadline(value)
-            if deadline is not None:
-                saga_id = key.decode()
-                d = Deadline.model_validate(deadline)
-                db[index_key(saga_id, d)] = deadline_event_fields(saga_id, d)
-                n += 1
+            n += self._index_state(db, key, value)
         db[_BUILT] = b"1"
         if n:
             log.info("deadline index: partition %d built from %d stored states", partition, n)
+
+    def _index_state(self, db: Rdict, key: bytes | None, value: bytes | None) -> int:
+        if key is None or value is None:
+            return 0
+        deadline = _stored_deadline(value)
+        if deadline is not None:
+            saga_id = key.decode()
+            d = Deadline.model_validate(deadline)
+            db[index_key(saga_id, d)] = deadline_event_fields(saga_id, d)
+            return 1
+        finished = _finished_at(value)
+        if finished is not None:
+            db[retention_key(key.decode(), finished + self.retention_s)] = b""
+            return 1
+        return 0
 
     def move(self, partition: int, saga_id: str, old: Deadline | None, new: Deadline | None) -> None:
         """The saga's deadline changed from `old` to `new` (either may be None)."""
@@ -131,14 +168,45 @@ class DeadlineIndex:
     def put(self, partition: int, saga_id: str, d: Deadline) -> None:
         self.db(partition)[index_key(saga_id, d)] = deadline_event_fields(saga_id, d)
 
+    def finished(self, partition: int, saga_id: str, updated_at: float) -> None:
+        """A finished saga was written: it expires SAGA_RETENTION_S after `updated_at`."""
+        self.db(partition)[retention_key(saga_id, updated_at + self.retention_s)] = b""
+
     def on_changelog(self, records: Iterable[tuple[int, bytes | None, bytes | None]]) -> None:
-        """Index the deadlines of replayed `sagas` changelog records (partition, key, value)."""
+        """Index the deadlines and expiries of replayed `sagas` changelog records (partition,
+        key, value)."""
         for partition, key, value in records:
-            deadline = _stored_deadline(value)
-            if deadline is not None and key is not None:
-                saga_id = key.decode()
-                d = Deadline.model_validate(deadline)
-                self.db(partition)[index_key(saga_id, d)] = deadline_event_fields(saga_id, d)
+            self._index_state(self.db(partition), key, value)
+
+    def expired(self, partitions: Iterable[int], now: float,
+                limit: int) -> list[tuple[int, str, int]]:
+        """Up to `limit` finished sagas whose retention ran out at `now`: (partition, saga id,
+        stored version). Entries that no longer hold (the saga changed or is gone) are
+        dropped, or moved to the saga's later expiry."""
+        found: list[tuple[int, str, int]] = []
+        last = b"r%010d;" % _window(now)
+        for p in partitions:
+            db, states = self.db(p), self._states(p)
+            for key, _ in db.items(from_key=b"r"):
+                if key > last or len(found) >= limit:
+                    break
+                saga_id = key[12:].decode()
+                state = states.get(saga_id.encode())
+                finished = _finished_at(state)
+                if finished is None:  # live again, or gone
+                    del db[key]
+                    continue
+                expires = finished + self.retention_s
+                if expires > now:  # updated since: it expires later
+                    del db[key]
+                    db[retention_key(saga_id, expires)] = b""
+                    continue
+                found.append((p, saga_id, int(json.loads(state)["version"])))
+        return found
+
+    def forget(self, partition: int, saga_id: str, updated_at: float) -> None:
+        """The saga left the live tables: its expiry entry goes too."""
+        del self.db(partition)[retention_key(saga_id, updated_at + self.retention_s)]
 
     def due(self, partitions: Iterable[int], now: float,
             skip: Container[bytes] = ()) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:

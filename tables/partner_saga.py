@@ -46,9 +46,10 @@ def _stored_states(partition: int) -> Any:
 sagas: SagaTable = app.tables.add(SagaTable(app, name="sagas", help="saga id -> saga state (JSON)",
                                             beacon=app.tables.beacon, **_common()))
 
-#: Which sagas wait for a deadline, in due order (tables/deadline_index.py): derived from
-#: `sagas`, local to this worker, no changelog.
-DEADLINES = DeadlineIndex(Path(app.conf.tabledir) / "saga-deadline-index", _stored_states)
+#: Which sagas wait for a deadline, and when finished ones expire, in due order
+#: (tables/deadline_index.py): derived from `sagas`, local to this worker, no changelog.
+DEADLINES = DeadlineIndex(Path(app.conf.tabledir) / "saga-deadline-index", _stored_states,
+                          retention_s=cfg.saga_retention_s)
 sagas.index = DEADLINES
 
 #: partner id -> saga id. Written by agents.partner_routing from saga-partner-routing.

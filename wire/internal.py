@@ -7,13 +7,13 @@ dead-letter topic as it was received.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from domain.messages import SagaEvent
 
-__all__ = ["PartnerRouted", "SagaEnvelope"]
+__all__ = ["ForgetSaga", "PartnerRouted", "SagaEnvelope"]
 
 
 class SagaEnvelope(BaseModel):
@@ -44,3 +44,17 @@ class PartnerRouted(BaseModel):
     received_at: float
     # The saga the event was sent to first and that does not exist (see SagaEnvelope.by_partner).
     tried: str | None = None
+
+
+class ForgetSaga(BaseModel):
+    """Retention: the saga `forget` may leave the live tables if it is still finished at
+    `version` (agents/retention.py). On the saga topic beside SagaEnvelope; its JSON starts
+    with `{"forget":`, which is how the saga agent tells the two apart."""
+
+    model_config = ConfigDict(frozen=True)
+
+    forget: str
+    version: int
+    partner_id: str | None = None  # whose partner-index entry may go too
+
+    PREFIX: ClassVar[bytes] = b'{"forget":'

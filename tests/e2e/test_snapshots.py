@@ -33,6 +33,7 @@ async def _table_states(worker: Worker, saga_ids: list[str]) -> dict[str, dict[s
     for saga_id in saga_ids:
         status, body = await worker.get(f"/api/v1/saga/status/{saga_id}")
         assert status == 200, body
+        assert body.pop("source") == "live"  # the table's state, not the snapshot's
         out[saga_id] = body
     return out
 

@@ -88,3 +88,43 @@ def test_the_index_survives_a_restart_without_a_rebuild(tmp_path: Path) -> None:
     again.folder = tmp_path / "index"
     assert [f["saga_id"] for _, _, f in again.due([0], NOW) if f] == ["s1"]
     again.close()
+
+
+def _finished(saga_id: str, updated_at: float, version: int = 3, status: str = "completed") -> bytes:
+    return (b'{"saga_id":"%s","status":"%s","version":%d,"deadline":null,"updated_at":%r,'
+            b'"applied":[{"commands":[{"data":{"status":"started"}}]}]}'
+            % (saga_id.encode(), status.encode(), version, updated_at))
+
+
+def test_finished_sagas_expire_after_the_retention_and_only_while_unchanged(tmp_path: Path) -> None:
+    stores = {0: Rdict(str(tmp_path / "states"), Options(raw_mode=True))}
+    stores[0][b"old"] = _finished("old", NOW - 100, version=7)
+    stores[0][b"recent"] = _finished("recent", NOW - 5)
+    stores[0][b"live"] = _state("live", _deadline(NOW + 30))
+    index = DeadlineIndex(tmp_path / "index", lambda p: stores[p], retention_s=60)
+    assert index.expired([0], NOW, limit=10) == [(0, "old", 7)]  # built from the states
+    # "old" was updated since (a late reply), "recent" became live again (an operator retry),
+    # a replayed record finishes "replayed" long ago.
+    stores[0][b"old"] = _finished("old", NOW - 30, version=8)
+    stores[0][b"recent"] = _state("recent", _deadline(NOW + 30))
+    index.on_changelog([(0, b"replayed", _finished("replayed", NOW - 500, status="compensation_failed"))])
+    stores[0][b"replayed"] = _finished("replayed", NOW - 500, version=4, status="compensation_failed")
+    assert index.expired([0], NOW, limit=10) == [(0, "replayed", 4)]
+    # In expiry order, at most `limit`.
+    assert index.expired([0], NOW + 31, limit=10) == [(0, "replayed", 4), (0, "old", 8)]
+    assert index.expired([0], NOW + 31, limit=1) == [(0, "replayed", 4)]
+    index.forget(0, "old", NOW - 30)
+    del stores[0][b"replayed"]  # left the table
+    assert index.expired([0], NOW + 1000, limit=10) == []
+    index.close()
+
+
+def test_a_live_saga_is_never_in_the_retention_entries(tmp_path: Path) -> None:
+    stores = {0: Rdict(str(tmp_path / "states"), Options(raw_mode=True))}
+    # Its commands mention a finished status; its own status is live.
+    stores[0][b"s"] = (b'{"saga_id":"s","status":"compensating","version":2,"deadline":null,'
+                       b'"updated_at":1.0,"applied":[{"data":{"status":"compensation_failed"}}]}')
+    index = DeadlineIndex(tmp_path / "index", lambda p: stores[p], retention_s=1)
+    index.finished(0, "s", 1.0)  # written when it was finished; an operator retry revived it
+    assert index.expired([0], NOW, limit=10) == []
+    index.close()
