@@ -56,7 +56,9 @@ class _Change:
     """Accumulates one event's effect on a saga: new field values, transitions, commands."""
 
     def __init__(self, state: SagaState, event: SagaEvent, now: float, defn: SagaDefinition):
-        self.s = state
+        # A private copy, changed in place by `set` until `decision` hands it out: a
+        # model_copy per changed field was 40% of `decide`'s time.
+        self.s = state.model_copy()
         self.event = event
         self.now = now
         self.defn = defn
@@ -65,7 +67,8 @@ class _Change:
         self.transitions: list[Transition] = []
 
     def set(self, **fields: Any) -> None:
-        self.s = self.s.model_copy(update=fields)
+        for name, value in fields.items():
+            object.__setattr__(self.s, name, value)  # frozen to everyone else
 
     def move(self, to: SagaStatus) -> None:
         self.transitions.append(
