@@ -71,27 +71,30 @@ async def _to_partner_index(envelope: SagaEnvelope) -> None:
 
 
 async def _forget(event) -> None:  # type: ignore[no-untyped-def]
-    """Retention: the saga leaves the live tables (a tombstone in the changelog) if it is
-    still finished at the version the retention timer saw; its snapshot stays."""
+    """Retention: each saga named leaves the live tables (a tombstone in the changelog) if it
+    is still finished at the version the retention timer saw; its snapshot stays."""
     try:
         msg = ForgetSaga.model_validate_json(event.value)
     except ValidationError as exc:
         await dead_letter(event.value, f"invalid retention message: {exc.errors()[0]['msg']}",
                           origin=saga_events.get_topic_name(), key=event.key)
         return
-    raw = sagas.get(msg.forget)
-    state = SagaState.model_validate_json(raw) if raw is not None else None
-    if state is None or not state.terminal or state.version != msg.version:
-        return  # gone already, or changed since: its new expiry entry decides
-    DEADLINES.forget(event.message.partition, msg.forget, state.updated_at)
-    del sagas[msg.forget]
-    METRICS.inc("sagas_expired_total")
-    if msg.partner_id is not None and msg.forget != ids.saga_id_for_partner(msg.partner_id):
-        # Its partner-index entry lives in the partner's partition: the routing agent drops it.
-        forget = PartnerRouted(type="ForgetPartner", event_id=f"forget:{msg.forget}", saga_id=msg.forget,
-                               correlation_id=None, partner_id=msg.partner_id, fields={}, raw="",
-                               origin="retention", received_at=time.time())
-        await partner_routing.send(key=msg.partner_id.encode(), value=forget.model_dump_json().encode())
+    partition = event.message.partition
+    for saga_id, version, partner_id in msg.forget:
+        raw = sagas.get(saga_id)
+        state = SagaState.model_validate_json(raw) if raw is not None else None
+        if state is None or not state.terminal or state.version != version:
+            continue  # gone already, or changed since: its new expiry entry decides
+        DEADLINES.forget(partition, saga_id, state.updated_at)
+        del sagas[saga_id]
+        METRICS.inc("sagas_expired_total")
+        if partner_id is not None and saga_id != ids.saga_id_for_partner(partner_id):
+            # Its partner-index entry lives in the partner's partition: the routing agent
+            # drops it.
+            forget = PartnerRouted(type="ForgetPartner", event_id=f"forget:{saga_id}", saga_id=saga_id,
+                                   correlation_id=None, partner_id=partner_id, fields={}, raw="",
+                                   origin="retention", received_at=time.time())
+            await partner_routing.send(key=partner_id.encode(), value=forget.model_dump_json().encode())
 
 
 async def _apply(event) -> list[Command]:  # type: ignore[no-untyped-def]

@@ -179,11 +179,11 @@ class DeadlineIndex:
             self._index_state(self.db(partition), key, value)
 
     def expired(self, partitions: Iterable[int], now: float,
-                limit: int) -> list[tuple[int, str, int]]:
+                limit: int) -> list[tuple[int, str, int, str | None]]:
         """Up to `limit` finished sagas whose retention ran out at `now`: (partition, saga id,
-        stored version). Entries that no longer hold (the saga changed or is gone) are
+        stored version, partner id). Entries that no longer hold (the saga changed or is gone) are
         dropped, or moved to the saga's later expiry."""
-        found: list[tuple[int, str, int]] = []
+        found: list[tuple[int, str, int, str | None]] = []
         last = b"r%010d;" % _window(now)
         for p in partitions:
             db, states = self.db(p), self._states(p)
@@ -201,7 +201,8 @@ class DeadlineIndex:
                     del db[key]
                     db[retention_key(saga_id, expires)] = b""
                     continue
-                found.append((p, saga_id, int(json.loads(state)["version"])))
+                stored = json.loads(state)
+                found.append((p, saga_id, int(stored["version"]), stored.get("partner_id")))
         return found
 
     def forget(self, partition: int, saga_id: str, updated_at: float) -> None:

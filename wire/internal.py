@@ -47,14 +47,13 @@ class PartnerRouted(BaseModel):
 
 
 class ForgetSaga(BaseModel):
-    """Retention: the saga `forget` may leave the live tables if it is still finished at
-    `version` (agents/retention.py). On the saga topic beside SagaEnvelope; its JSON starts
-    with `{"forget":`, which is how the saga agent tells the two apart."""
+    """Retention: each saga of `forget`, (saga id, version, partner id), may leave the live
+    tables if it is still finished at that version (agents/retention.py). All of them are in
+    the partition the message is sent to. On the saga topic beside SagaEnvelope; its JSON
+    starts with `{"forget":`, which is how the saga agent tells the two apart."""
 
     model_config = ConfigDict(frozen=True)
 
-    forget: str
-    version: int
-    partner_id: str | None = None  # whose partner-index entry may go too
+    forget: tuple[tuple[str, int, str | None], ...]
 
     PREFIX: ClassVar[bytes] = b'{"forget":'

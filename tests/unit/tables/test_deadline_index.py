@@ -102,17 +102,17 @@ def test_finished_sagas_expire_after_the_retention_and_only_while_unchanged(tmp_
     stores[0][b"recent"] = _finished("recent", NOW - 5)
     stores[0][b"live"] = _state("live", _deadline(NOW + 30))
     index = DeadlineIndex(tmp_path / "index", lambda p: stores[p], retention_s=60)
-    assert index.expired([0], NOW, limit=10) == [(0, "old", 7)]  # built from the states
+    assert index.expired([0], NOW, limit=10) == [(0, "old", 7, None)]  # built from the states
     # "old" was updated since (a late reply), "recent" became live again (an operator retry),
     # a replayed record finishes "replayed" long ago.
     stores[0][b"old"] = _finished("old", NOW - 30, version=8)
     stores[0][b"recent"] = _state("recent", _deadline(NOW + 30))
     index.on_changelog([(0, b"replayed", _finished("replayed", NOW - 500, status="compensation_failed"))])
     stores[0][b"replayed"] = _finished("replayed", NOW - 500, version=4, status="compensation_failed")
-    assert index.expired([0], NOW, limit=10) == [(0, "replayed", 4)]
+    assert index.expired([0], NOW, limit=10) == [(0, "replayed", 4, None)]
     # In expiry order, at most `limit`.
-    assert index.expired([0], NOW + 31, limit=10) == [(0, "replayed", 4), (0, "old", 8)]
-    assert index.expired([0], NOW + 31, limit=1) == [(0, "replayed", 4)]
+    assert index.expired([0], NOW + 31, limit=10) == [(0, "replayed", 4, None), (0, "old", 8, None)]
+    assert index.expired([0], NOW + 31, limit=1) == [(0, "replayed", 4, None)]
     index.forget(0, "old", NOW - 30)
     del stores[0][b"replayed"]  # left the table
     assert index.expired([0], NOW + 1000, limit=10) == []
