@@ -11,9 +11,10 @@ process of its own with `--json`, then one results file and its charts.
                     RATES=40,80,160) when given, and STEP_SECONDS (30) at half the maximum for
                     the step-latency CDF; WARMUP (500) sagas first; ECHO=1: participants echo sagaid
 4. timeout_burst    TIMEOUT_SAGAS (500) silent sagas timing out together
-5. retention        `python -m benchmarks.retention --json` (its last stdout line is a JSON
-                    object) when benchmarks/retention.py exists; otherwise recorded as missing,
-                    loudly. Its chart expects {"points": [{"stored_sagas": N, "rss_mib": X}, ...]}
+5. retention        `python -m benchmarks.retention --sagas RETENTION_SAGAS (1,000,000) --json`
+                    (its last stdout line is a JSON object): worker RSS and recovery time with
+                    that many finished sagas stored, and after retention removed them. Its chart
+                    reads {"points": [{"stored_sagas": N, "rss_mib": X}, ...]}
                     (benchmarks/charts.py, retention_points). RETENTION_TIMEOUT_S (1800).
 
 Writes <out>/<UTC date>.json (every figure, each benchmark's printed output, the git commit and
@@ -41,11 +42,12 @@ from typing import Any
 from benchmarks.report import ROOT, dumps, git_info, machine
 
 QUICK = {"TICK_PENDING": "10000", "AGENT_EVENTS": "2000", "PT_EVENTS": "2000", "SAGAS": "300",
-         "WARMUP": "100", "PACED_SECONDS": "5", "STEP_SECONDS": "8", "TIMEOUT_SAGAS": "100"}
+         "WARMUP": "100", "PACED_SECONDS": "5", "STEP_SECONDS": "8", "TIMEOUT_SAGAS": "100",
+         "RETENTION_SAGAS": "20000"}
 DEFAULTS = {"TICK_PENDING": "100000", "AGENT_EVENTS": "20000", "PT_EVENTS": "20000", "SAGAS": "3000",
             "WARMUP": "500", "OFFERED": "0.25,0.75,1,1.25,1.5", "RATES": "", "PACED_SECONDS": "20",
             "STEP_SECONDS": "30", "TIMEOUT_SAGAS": "500", "ECHO": "0", "BENCH_TIMEOUT_S": "1800",
-            "RETENTION_TIMEOUT_S": "1800"}
+            "RETENTION_SAGAS": "1000000", "RETENTION_TIMEOUT_S": "1800"}
 
 TARGETS = {
     "completed_sagas_per_passthrough_event": (">=", 0.2),
@@ -111,12 +113,12 @@ def _with_json(name: str, argv: list[str], timeout_s: float, folder: Path) -> di
     return entry
 
 
-def _retention(timeout_s: float) -> dict[str, Any]:
+def _retention(sagas: str, timeout_s: float) -> dict[str, Any]:
     if not (ROOT / "benchmarks" / "retention.py").exists():
         why = "benchmarks/retention.py does not exist (yet): no RSS-against-stored-sagas figures"
         print(f"\n{'!' * 78}\n!!! retention: MISSING: {why}\n{'!' * 78}", flush=True)
         return {"ok": False, "missing": True, "why": why}
-    entry = _run("retention", ["benchmarks.retention", "--json"], timeout_s)
+    entry = _run("retention", ["benchmarks.retention", "--sagas", sagas, "--json"], timeout_s)
     if "error" not in entry:
         for line in reversed(entry["output"].splitlines()):
             try:
@@ -204,7 +206,7 @@ def main() -> None:
             if not only or name in only:
                 benchmarks[name] = _with_json(name, argv, timeout, Path(tmp))
     if not only or "retention" in only:
-        benchmarks["retention"] = _retention(float(cfg["RETENTION_TIMEOUT_S"]))
+        benchmarks["retention"] = _retention(cfg["RETENTION_SAGAS"], float(cfg["RETENTION_TIMEOUT_S"]))
 
     results: dict[str, Any] = {
         "suite": "make bench" + (" QUICK=1" if args.quick else ""), "date": date,
