@@ -35,11 +35,25 @@ async def mirror_snapshots() -> None:
     await STORE.open()
     if cfg.snapshot_mirror == "off":
         log.info("snapshot mirror: off here (SNAPSHOT_MIRROR=off); run python -m snapshots mirror")
+        await _migrate_until_done()  # the lists and /ready need the schema all the same
         return
     if isinstance(MIRROR, MirrorProcess):
         await MIRROR.run()
     else:
         await MIRROR.run_forever()
+
+
+async def _migrate_until_done() -> None:
+    delay = 1.0
+    while True:
+        try:
+            await STORE.migrate()
+            _state["schema_ready"] = True
+            return
+        except StoreUnavailable as exc:
+            log.warning("snapshots: %s; the schema is created when it answers", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 async def _schema_ready() -> bool:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rocksdict import Options, Rdict
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict
 
 from domain.state import Deadline
 
@@ -85,6 +85,19 @@ def due_in_db(db: Any, now: float,
             yield key, (None if key in skip else fields)
 
 
+def _options() -> Options:
+    """Small memory: the index holds short keys, and rocksdict's defaults (64 MiB write
+    buffers per database) would cost more than the sagas table itself."""
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.set_write_buffer_size(2 * 1024**2)
+    options.set_max_write_buffer_number(2)
+    table = BlockBasedOptions()
+    table.set_block_cache(Cache(2 * 1024**2))
+    options.set_block_based_table_factory(table)
+    return options
+
+
 def _stored_deadline(state: bytes | None) -> dict[str, Any] | None:
     if state is None or _HAS_DEADLINE not in state:
         return None
@@ -125,8 +138,7 @@ class DeadlineIndex:
         db = self._dbs.get(partition)
         if db is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            db = self._dbs[partition] = Rdict(str(self.folder / f"{partition}.db"),
-                                               Options(raw_mode=True))
+            db = self._dbs[partition] = Rdict(str(self.folder / f"{partition}.db"), _options())
             if db.get(_BUILT) is None:
                 self._build(partition, db)
         return db
