@@ -65,16 +65,17 @@ def deadline_event_fields(saga_id: str, d: Deadline) -> bytes:
     return json.dumps({"saga_id": saga_id, **d.model_dump(mode="json")}).encode()
 
 
-def due_in_db(db: Any, now: float,
-              skip: Container[bytes] = ()) -> Iterator[tuple[bytes, dict[str, Any] | None]]:
+def due_in_db(db: Any, now: float, skip: Container[bytes] = (),
+              from_key: bytes = b"0") -> Iterator[tuple[bytes, dict[str, Any] | None]]:
     """(key, deadline fields) of the entries of one partition's index due at `now`; for a
     key in `skip` the fields are not decoded (None).
 
-    Reads in key order from the first window and stops at the first window after now's:
-    the cost is the number of entries in past and current windows, not the database size."""
+    Reads in key order from `from_key` (the first window) and stops at the first window
+    after now's: the cost is the number of entries in past and current windows, not the
+    database size."""
     current = b"%010d:" % _window(now)
     last = b"%010d;" % _window(now)  # ';' sorts after ':', so the whole current window is in
-    for key, value in db.items(from_key=b"0"):
+    for key, value in db.items(from_key=from_key):
         if key > last:
             break
         if key < current:  # an earlier window: due, whatever its exact time
@@ -133,6 +134,13 @@ class DeadlineIndex:
         self._states = states
         self.retention_s = retention_s
         self._dbs: dict[int, Rdict] = {}
+        # Per partition, where the last scan found its first entry: every key before it had
+        # been deleted. Scans start there instead of at the first window, so the tombstones
+        # RocksDB keeps for removed entries until it compacts are not walked over every tick
+        # (a million forgotten sagas slowed retention from 6,000/s to 1,500/s). A key put
+        # below a cursor moves it back.
+        self._due_from: dict[int, bytes] = {}
+        self._expiry_from: dict[int, bytes] = {}
 
     def db(self, partition: int) -> Rdict:
         db = self._dbs.get(partition)
@@ -147,23 +155,29 @@ class DeadlineIndex:
         """Index every waiting saga the partition's stored states hold."""
         n = 0
         for key, value in self._states(partition).items():
-            n += self._index_state(db, key, value)
+            n += self._index_state(partition, db, key, value)
         db[_BUILT] = b"1"
         if n:
             log.info("deadline index: partition %d built from %d stored states", partition, n)
 
-    def _index_state(self, db: Rdict, key: bytes | None, value: bytes | None) -> int:
+    def _put(self, partition: int, db: Rdict, key: bytes, value: bytes) -> None:
+        db[key] = value
+        cursors = self._expiry_from if key[:1] == b"r" else self._due_from
+        if key < cursors.get(partition, key):
+            cursors[partition] = key
+
+    def _index_state(self, partition: int, db: Rdict, key: bytes | None, value: bytes | None) -> int:
         if key is None or value is None:
             return 0
         deadline = _stored_deadline(value)
         if deadline is not None:
             saga_id = key.decode()
             d = Deadline.model_validate(deadline)
-            db[index_key(saga_id, d)] = deadline_event_fields(saga_id, d)
+            self._put(partition, db, index_key(saga_id, d), deadline_event_fields(saga_id, d))
             return 1
         finished = _finished_at(value)
         if finished is not None:
-            db[retention_key(key.decode(), finished + self.retention_s)] = b""
+            self._put(partition, db, retention_key(key.decode(), finished + self.retention_s), b"")
             return 1
         return 0
 
@@ -175,20 +189,20 @@ class DeadlineIndex:
         if old is not None:
             del db[index_key(saga_id, old)]
         if new is not None:
-            db[index_key(saga_id, new)] = deadline_event_fields(saga_id, new)
+            self._put(partition, db, index_key(saga_id, new), deadline_event_fields(saga_id, new))
 
     def put(self, partition: int, saga_id: str, d: Deadline) -> None:
-        self.db(partition)[index_key(saga_id, d)] = deadline_event_fields(saga_id, d)
+        self._put(partition, self.db(partition), index_key(saga_id, d), deadline_event_fields(saga_id, d))
 
     def finished(self, partition: int, saga_id: str, updated_at: float) -> None:
         """A finished saga was written: it expires SAGA_RETENTION_S after `updated_at`."""
-        self.db(partition)[retention_key(saga_id, updated_at + self.retention_s)] = b""
+        self._put(partition, self.db(partition), retention_key(saga_id, updated_at + self.retention_s), b"")
 
     def on_changelog(self, records: Iterable[tuple[int, bytes | None, bytes | None]]) -> None:
         """Index the deadlines and expiries of replayed `sagas` changelog records (partition,
         key, value)."""
         for partition, key, value in records:
-            self._index_state(self.db(partition), key, value)
+            self._index_state(partition, self.db(partition), key, value)
 
     def expired(self, partitions: Iterable[int], now: float,
                 limit: int) -> list[tuple[int, str, int, str | None]]:
@@ -199,8 +213,11 @@ class DeadlineIndex:
         last = b"r%010d;" % _window(now)
         for p in partitions:
             db, states = self.db(p), self._states(p)
-            for key, _ in db.items(from_key=b"r"):
+            first_kept: bytes | None = None
+            moved: list[bytes] = []
+            for key, _ in db.items(from_key=self._expiry_from.get(p, b"r")):
                 if key > last or len(found) >= limit:
+                    first_kept = first_kept or key
                     break
                 saga_id = key[12:].decode()
                 state = states.get(saga_id.encode())
@@ -211,10 +228,15 @@ class DeadlineIndex:
                 expires = finished + self.retention_s
                 if expires > now:  # updated since: it expires later
                     del db[key]
-                    db[retention_key(saga_id, expires)] = b""
+                    moved.append(retention_key(saga_id, expires))
+                    db[moved[-1]] = b""
                     continue
+                first_kept = first_kept or key
                 stored = json.loads(state)
                 found.append((p, saga_id, int(stored["version"]), stored.get("partner_id")))
+            # Everything before the first entry kept was removed or moved (no await in here:
+            # nothing else wrote meanwhile).
+            self._expiry_from[p] = min([first_kept or last, *moved])
         return found
 
     def forget(self, partition: int, saga_id: str, updated_at: float) -> None:
@@ -225,8 +247,16 @@ class DeadlineIndex:
             skip: Container[bytes] = ()) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
         """(partition, key, deadline fields or None if skipped) of every entry due at `now`."""
         for p in partitions:
-            for key, fields in due_in_db(self.db(p), now, skip):
+            db = self.db(p)
+            start = self._due_from.get(p, b"0")
+            first: bytes | None = None
+            for key, fields in due_in_db(db, now, skip, from_key=start):
+                if first is None:
+                    first = key
+                    self._due_from[p] = key
                 yield p, key, fields
+            if first is None:  # nothing due: every entry left is in a future window
+                self._due_from[p] = max(start, b"%010d:" % _window(now))
 
     def check(self, partition: int, key: bytes, fields: dict[str, Any]) -> bool:
         """Is this entry the saga's current deadline? If not, it leaves the index."""

@@ -128,3 +128,33 @@ def test_a_live_saga_is_never_in_the_retention_entries(tmp_path: Path) -> None:
     index.finished(0, "s", 1.0)  # written when it was finished; an operator retry revived it
     assert index.expired([0], NOW, limit=10) == []
     index.close()
+
+
+def test_scans_resume_where_entries_remain_and_see_entries_put_behind(tmp_path: Path) -> None:
+    stores = {0: Rdict(str(tmp_path / "states"), Options(raw_mode=True))}
+    index = DeadlineIndex(tmp_path / "index", lambda p: stores[p], retention_s=10)
+    for i in range(50):  # deadlines fired and moved on: the scan cursor passes them
+        index.move(0, f"s{i}", None, _deadline(NOW - 100 + i))
+    assert len([k for _, k, _ in index.due([0], NOW)]) == 50
+    for i in range(50):
+        index.move(0, f"s{i}", _deadline(NOW - 100 + i), None)
+    assert list(index.due([0], NOW)) == []
+    # A replayed record (a standby catching up) puts an old deadline behind the cursor.
+    stores[0][b"late"] = _state("late", _deadline(NOW - 500))
+    index.on_changelog([(0, b"late", stores[0][b"late"])])
+    index.move(0, "next", None, _deadline(NOW + 5))
+    assert [f["saga_id"] for _, _, f in index.due([0], NOW) if f] == ["late"]
+    assert [f["saga_id"] for _, _, f in index.due([0], NOW + 6) if f] == ["late", "next"]
+    # Expiries likewise: forgotten ones are not walked again; a replayed old one is found.
+    for i in range(20):
+        stores[0][f"f{i}".encode()] = _finished(f"f{i}", NOW - 100 + i)
+        index.finished(0, f"f{i}", NOW - 100 + i)
+    assert len(index.expired([0], NOW, limit=100)) == 20
+    for i in range(20):
+        index.forget(0, f"f{i}", NOW - 100 + i)
+        del stores[0][f"f{i}".encode()]
+    assert index.expired([0], NOW, limit=100) == []
+    stores[0][b"old"] = _finished("old", NOW - 1000, version=9)
+    index.on_changelog([(0, b"old", stores[0][b"old"])])
+    assert index.expired([0], NOW, limit=100) == [(0, "old", 9, None)]
+    index.close()
