@@ -249,14 +249,17 @@ class DeadlineIndex:
         for p in partitions:
             db = self.db(p)
             start = self._due_from.get(p, b"0")
+            # Within the current window keys are in saga-id order, not due order: a scan
+            # never moves the cursor past the window's start, whose later keys may not be due.
+            window_start = b"%010d:" % _window(now)
             first: bytes | None = None
             for key, fields in due_in_db(db, now, skip, from_key=start):
                 if first is None:
                     first = key
-                    self._due_from[p] = key
+                    self._due_from[p] = min(key, window_start)
                 yield p, key, fields
-            if first is None:  # nothing due: every entry left is in a future window
-                self._due_from[p] = max(start, b"%010d:" % _window(now))
+            if first is None:  # nothing due: every entry left is in this window or later
+                self._due_from[p] = max(start, window_start)
 
     def check(self, partition: int, key: bytes, fields: dict[str, Any]) -> bool:
         """Is this entry the saga's current deadline? If not, it leaves the index."""

@@ -158,3 +158,11 @@ def test_scans_resume_where_entries_remain_and_see_entries_put_behind(tmp_path: 
     index.on_changelog([(0, b"old", stores[0][b"old"])])
     assert index.expired([0], NOW, limit=100) == [(0, "old", 9, None)]
     index.close()
+
+
+def test_an_entry_not_yet_due_in_the_current_window_is_not_skipped(tmp_path: Path) -> None:
+    # Keys within a window sort by saga id: "a" (due later) sorts before "z" (due now).
+    index = _index(tmp_path, {0: {"a": _deadline(NOW + 0.5), "z": _deadline(NOW + 0.1)}})
+    assert [f["saga_id"] for _, _, f in index.due([0], NOW + 0.2) if f] == ["z"]
+    assert [f["saga_id"] for _, _, f in index.due([0], NOW + 0.6) if f] == ["a", "z"]
+    index.close()
