@@ -122,14 +122,16 @@ class Outbound:
 
     async def _round(self, batch: list[tuple[list[Outgoing], Sequence[Command],
                                              Callable[[], Awaitable[object]]]]) -> None:
-        await _send_all([item for items, _, _ in batch for item in items])
-        for _, commands, ack in batch:
-            for c in commands:
-                METRICS.inc("commands_sent_total", type=c.type)
-            await ack()
-        self._waiting -= len(batch)
-        self._room.set()
-        METRICS.set("outbound_events_waiting", self._waiting)
+        try:
+            await _send_all([item for items, _, _ in batch for item in items])
+            for _, commands, ack in batch:
+                for c in commands:
+                    METRICS.inc("commands_sent_total", type=c.type)
+                await ack()
+        finally:  # cancelled (the worker stops): its events are replayed by the next owner
+            self._waiting -= len(batch)
+            self._room.set()
+            METRICS.set("outbound_events_waiting", self._waiting)
 
 
 OUTBOUND = Outbound(cfg.bridge_max_in_flight)
