@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
         compose-config compose-up compose-down
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 setup: ## check Java/Maven/Python and install the Python environment (uv sync)
 	@./stack/setup.sh
