@@ -208,14 +208,23 @@ as_pg() { # run a command as the postgres user when we are root (the server refu
 pg_datadir() {
     # The server runs as 'postgres' when we are root; that user may not be able to reach a
     # checkout under /root, so the cluster then lives in /var/tmp with a link from the stack dir.
+    # initdb and pg_ctl get the real path: the link's own path runs through the directories
+    # the postgres user cannot enter (a checkout under /root or a mktemp directory).
     local want="$STACK_DIR/postgres"
-    if [[ -L "$want" || "$(id -u)" -ne 0 ]]; then printf '%s' "$want"; return; fi
+    if [[ -L "$want" ]]; then readlink -f "$want"; return; fi
+    if [[ "$(id -u)" -ne 0 ]]; then printf '%s' "$want"; return; fi
     mkdir -p "$want.probe"; chmod 777 "$want.probe"
     if runuser -u postgres -- test -w "$want.probe"; then rmdir "$want.probe"; printf '%s' "$want"; return; fi
     rmdir "$want.probe"
     local alt; alt="/var/tmp/saga-orchestrator-pg-$(printf '%s' "$STACK_DIR" | md5sum | cut -c1-12)"
     mkdir -p "$alt"; chown postgres "$alt"; ln -sfn "$alt" "$want"
-    printf '%s' "$want"
+    printf '%s' "$alt"
+}
+
+pg_logfile() { # data dir: where the server can write its log (linked from $LOGS when moved)
+    if [[ "$1" == "$STACK_DIR/postgres" ]]; then printf '%s' "$LOGS/postgres.log"; return; fi
+    ln -sfn "$1/server.log" "$LOGS/postgres.log"
+    printf '%s' "$1/server.log"
 }
 
 pg_up() {
@@ -234,10 +243,11 @@ pg_up() {
             >"$LOGS/postgres-initdb.log" 2>&1 || { rm -f "$pwfile"; die "initdb failed; see $LOGS/postgres-initdb.log"; }
         rm -f "$pwfile"
     fi
-    touch "$LOGS/postgres.log"; [[ "$(id -u)" -eq 0 ]] && chown postgres "$LOGS/postgres.log"
-    as_pg "$bindir/pg_ctl" -D "$data/" -l "$LOGS/postgres.log" -w -t "$WAIT_SECONDS" \
+    local log; log="$(pg_logfile "$data")"
+    touch "$log"; [[ "$(id -u)" -eq 0 ]] && chown postgres "$log"
+    as_pg "$bindir/pg_ctl" -D "$data/" -l "$log" -w -t "$WAIT_SECONDS" \
         -o "-h 127.0.0.1 -p $PG_PORT -k /tmp -c max_connections=200 -c fsync=on" start >/dev/null \
-        || { tail -n 20 "$LOGS/postgres.log" >&2; die "postgres did not start; see $LOGS/postgres.log"; }
+        || { tail -n 20 "$log" >&2; die "postgres did not start; see $log"; }
     pg_ensure_db "$bindir"
     say "postgres up: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT, database $PG_DB"
 }
@@ -255,6 +265,7 @@ pg_down() {
     local bindir data
     bindir="$(pg_bindir)" || { say "postgres not installed"; return 0; }
     data="$STACK_DIR/postgres"
+    if [[ -L "$data" ]]; then data="$(readlink -f "$data")"; fi
     if [[ -f "$data/PG_VERSION" ]] && as_pg "$bindir/pg_ctl" -D "$data/" status >/dev/null 2>&1; then
         as_pg "$bindir/pg_ctl" -D "$data/" -m fast -w stop >/dev/null && say "postgres stopped"
     else
