@@ -51,7 +51,11 @@ class MirrorProcess:
         try:
             while True:
                 started = asyncio.get_running_loop().time()
-                code = await self._run_once()
+                try:
+                    code: int | str = await self._run_once()
+                except (OSError, ValueError) as exc:  # could not start it; an unreadable line
+                    code = repr(exc)
+                    await self.stop()
                 if asyncio.get_running_loop().time() - started > 60:
                     delay = 1.0
                 log.error("snapshot mirror process exited with %s; restarting in %.0fs", code, delay)
