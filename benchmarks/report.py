@@ -10,7 +10,9 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -151,3 +153,15 @@ async def drop_run_leftovers(app_id: str) -> None:
             await conn.commit()
     except Exception as exc:
         print(f"(could not drop the PostgreSQL schema {app_id}: {exc!r})")
+
+
+async def finish_run(worker: Any, folder: Path, app_id: str, failed: bool) -> None:
+    """Stop a benchmark's worker; keep its folder and print its log's tail if the run failed,
+    else delete the folder; drop its topics and schema either way."""
+    worker.stop()
+    if failed:
+        print(f"worker log (tail; all of it in {worker.log_path}):\n{worker.log()[-3000:]}",
+              file=sys.stderr)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+    await drop_run_leftovers(app_id)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ from benchmarks.agent_rate import measure_pass_through
 from benchmarks.report import (
     add_json_arg,
     bucket_quantile,
-    drop_run_leftovers,
+    finish_run,
     percentile,
     quantiles,
     step_buckets,
@@ -279,13 +278,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await lifecycle.stop()
         await sims.stop()
         await client.close()
-        worker.stop()
-        if failed:
-            print(f"worker log (tail; all of it in {worker.log_path}):\n{worker.log()[-3000:]}",
-                  file=sys.stderr)
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-        await drop_run_leftovers(names.app_id)
+        await finish_run(worker, folder, names.app_id, failed)
 
 
 def _floats(text: str) -> list[float]:

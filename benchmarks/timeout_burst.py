@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -29,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import add_json_arg, drop_run_leftovers, percentile, write_json
+from benchmarks.report import add_json_arg, finish_run, percentile, write_json
 from simulators.participants import Behaviour, Participants
 from tests.support.flows import by_type, ended, partner_created
 from tests.support.pulsar import Tap, connect
@@ -129,13 +127,7 @@ async def measure(sagas: int, timeout_s: float, attempts: int, within_s: float) 
             await tap.stop()
         await sims.stop()
         await client.close()
-        worker.stop()
-        if failed:
-            print(f"worker log (tail; all of it in {worker.log_path}):\n{worker.log()[-3000:]}",
-                  file=sys.stderr)
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-        await drop_run_leftovers(names.app_id)
+        await finish_run(worker, folder, names.app_id, failed)
 
 
 def main() -> None:
