@@ -91,10 +91,6 @@ class Outbound:
         self._waiting = 0  # events handed over whose commands Pulsar has not acknowledged
         self._rounds: set[asyncio.Task[None]] = set()
 
-    @property
-    def waiting(self) -> int:
-        return self._waiting
-
     async def send(self, commands: Sequence[Command], ack: Callable[[], Awaitable[object]]) -> None:
         """Hand over `commands`; `ack` runs once Pulsar has them all. Returns at once, or,
         with BRIDGE_MAX_IN_FLIGHT events already waiting for Pulsar, once there is room.
