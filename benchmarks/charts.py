@@ -8,7 +8,7 @@ Draws, into DIR (default: the results file's name without .json, e.g. bench/resu
   sagas per pass-through event) as reference lines;
 - step_latency_cdf.png: at half the maximum rate, the share of steps (bridge receipt -> saga
   agent decision) at or below each histogram bucket, beside the sagas' own latency CDF;
-- timeout_lag.png: histogram of the RevertPartner lag after the last attempt's deadline;
+- timeout_lag.png: histogram of the compensation lag (CancelAlliance) after the last attempt's deadline;
 - rss_vs_sagas.png: the worker's RSS against stored sagas, when the suite has retention figures.
 A chart whose figures are missing is skipped with the reason (returned, and printed).
 """
@@ -140,7 +140,7 @@ def timeout_lag(results: dict[str, Any], out: Path) -> Path:
     ax.axvline(lag["p99"], color="C1", ls="-", label=f"p99 {lag['p99']:.3f} s")
     target = f.get("target_p99_s", 1.0)
     ax.axvline(target, color="C3", ls="-.", label=f"target: p99 <= {target:g} s")
-    ax.set_xlabel("RevertPartner received - last attempt's deadline (s), 25 ms bins")
+    ax.set_xlabel("CancelAlliance received - last attempt's deadline (s), 25 ms bins")
     ax.set_ylabel("sagas")
     ax.set_title(f"Timeout to compensation: {f['sagas']} silent sagas, timeout {f['timeout_s']:g} s, "
                  f"{f['max_attempts']} attempts, last deadlines spread over "

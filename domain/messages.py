@@ -70,13 +70,16 @@ class PartnerCreationFailed(_Event):
 
 
 class PartnerReverted(_Event):
+    """Also the answer to an undo of nothing: a RevertPartner for a partner that none of its
+    command ids created has no partner id to name."""
+
     type: Literal["PartnerReverted"] = "PartnerReverted"
-    partner_id: NonEmpty
+    partner_id: NonEmpty | None = None
 
 
 class PartnerRevertFailed(_Event):
     type: Literal["PartnerRevertFailed"] = "PartnerRevertFailed"
-    partner_id: NonEmpty
+    partner_id: NonEmpty | None = None
     reason: Text = ""
 
 
@@ -94,9 +97,11 @@ class AllianceCreationFailed(_Event):
 
 
 class AllianceCancelled(_Event):
+    """Also the answer to an undo of nothing (no alliance id to name)."""
+
     type: Literal["AllianceCancelled"] = "AllianceCancelled"
     partner_id: NonEmpty
-    alliance_id: NonEmpty
+    alliance_id: NonEmpty | None = None
 
 
 # --- from the orchestrator itself

@@ -81,6 +81,10 @@ class SagaState(_Frozen):
     step: str | None = None
     attempt: int = 0
     done_steps: tuple[str, ...] = ()
+    # Steps the saga gave up on without knowing their outcome (every attempt timed out, or an
+    # operator cancelled while one ran): "maybe done", so they are in `done_steps` too and
+    # are undone like the others, with an undo naming every attempt's command id.
+    maybe_done: tuple[str, ...] = ()
     # Compensation progress: the step being undone and its attempt number.
     undoing: str | None = None
     undo_attempt: int = 0

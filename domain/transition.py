@@ -86,6 +86,11 @@ class _Change:
                     data=action.data(self.s) if data is None else data)
         )
 
+    def attempt_ids(self, step: Step) -> list[str]:
+        """The command ids of every attempt the saga sent of `step` (the last step it ran)."""
+        attempts = self.s.attempt if self.s.step == step.name else 1
+        return [ids.command_id(self.s.saga_id, step.name, "do", a) for a in range(1, attempts + 1)]
+
     def notify(self, kind: str) -> None:
         self.commands.append(
             Command(command_id=ids.lifecycle_id(self.s.saga_id, f"{kind}:{self.version}"),
@@ -119,8 +124,16 @@ class _Change:
             self.move(SagaStatus.COMPLETED)
             self.notify("SagaCompleted")
 
-    def fail_step(self, reason: str) -> None:
+    def fail_step(self, reason: str, maybe_done: Step | None = None) -> None:
+        """The saga gives up going forward and undoes what it did. `maybe_done` is a step it
+        gave up on without an answer (its every attempt timed out, or an operator cancelled
+        it while it ran): it may have happened, so it is undone first, like a done step
+        (Temporal's saga sample registers a step's undo before running it)."""
         self.set(deadline=None, reason=reason)
+        if maybe_done is not None and maybe_done.undo is not None \
+                and maybe_done.name not in self.s.done_steps:
+            self.set(done_steps=(*self.s.done_steps, maybe_done.name),
+                     maybe_done=(*self.s.maybe_done, maybe_done.name))
         if self._last_undoable() is None:
             self.move(SagaStatus.FAILED)
             self.notify("SagaFailed")
@@ -149,7 +162,12 @@ class _Change:
         assert step.undo is not None
         self.set(undoing=step.name, undo_attempt=attempt)
         kind = "undo" if self.s.undo_round == 0 else f"undo-round{self.s.undo_round}"
-        self.send(step, step.undo, kind, attempt)
+        data = None
+        if step.name in self.s.maybe_done:
+            # Whatever any attempt may have made: the participant finds it by command id
+            # (and answers an undo of nothing with success).
+            data = {**step.undo.data(self.s), "command_ids": self.attempt_ids(step)}
+        self.send(step, step.undo, kind, attempt, data=data)
         self.wait(step, "compensation", "reply", attempt, step.undo.policy.reply_timeout_s)
 
     def undo_failed(self, step: Step, reason: str) -> None:
@@ -233,7 +251,9 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
     if isinstance(event, CancelRequested):
         if s.terminal or s.status is SagaStatus.COMPENSATING:
             return f"cannot cancel a saga in {s.status}"
-        c.fail_step(event.reason)
+        running = c.defn.step(s.step) if s.step is not None else None
+        c.fail_step(event.reason,
+                    maybe_done=running if running and s.status is running.in_progress else None)
         return None
 
     found = c.defn.by_reply(event.type)
@@ -262,6 +282,10 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
                 c.set(alliance_id=event.alliance_id)
             c.step_done(step)
             return None
+        if step.name in s.maybe_done:
+            # The saga gave up on this step and sent an undo naming every attempt's command
+            # id: it covers whatever this success made, so it gets no second undo.
+            return f"late {event.type}: covered by the undo of {step.name} sent when the saga gave up on it"
         if step.name in s.done_steps:
             return f"duplicate {event.type}: step {step.name} already done"
         if step.name in s.undone_steps:
@@ -330,7 +354,7 @@ def _on_deadline(c: _Change, ev: DeadlineReached) -> str | None:
             # this one that comes meanwhile still counts).
             c.wait(step, "forward", "retry", ev.attempt, step.do.policy.backoff(ev.attempt))
         else:
-            c.fail_step(f"no reply to {step.do.command} after {ev.attempt} attempts")
+            c.fail_step(f"no reply to {step.do.command} after {ev.attempt} attempts", maybe_done=step)
         return None
     if ev.kind == "retry":
         c.undo(step, ev.attempt + 1)

@@ -4,7 +4,11 @@ Each consumes its command topic and answers on its event topic, like the real se
 - deduplicates commands by id (a re-sent command gets the same reply, same event id);
 - fails or stays silent for a configurable share of commands, chosen by a hash of the
   saga id, so a run's outcome is reproducible and countable;
-- echoes `correlationid` and, only if asked, `sagaid` (real services may not).
+- echoes `correlationid` and, only if asked, `sagaid` (real services may not);
+- keeps the partners and alliances it made (`live_partners`, `live_alliances`), so a test
+  can check that a compensated saga left nothing behind; an undo finds what to undo by the
+  id it names or by the command ids that may have made it, and answers an undo of nothing
+  with success.
 
     python -m simulators.participants [--fail-alliance 0.1] [--no-reply-alliance 0.0] ...
 """
@@ -53,6 +57,8 @@ class Behaviour:
     fail_revert: float = 0.0  # share of RevertPartner attempts answered PartnerRevertFailed
     no_reply_partner: float = 0.0
     no_reply_alliance: float = 0.0
+    # share of sagas whose CreateAlliance is carried out but every reply to it is lost
+    lose_alliance_reply: float = 0.0
     echo_sagaid: bool = False
     duplicate_replies: bool = False  # publish every reply twice (same event id): redelivery
 
@@ -68,6 +74,9 @@ class Participants:
     counts: Counter[str] = field(default_factory=Counter)
     commands_seen: Counter[str] = field(default_factory=Counter)  # command id -> times received
     _replies: dict[str, bytes | None] = field(default_factory=dict)
+    # command id -> (partner id, resource id) of what each create command made, while it lives
+    _partners: dict[str, tuple[str, str]] = field(default_factory=dict)
+    _alliances: dict[str, tuple[str, str]] = field(default_factory=dict)
     _client: apulsar.Client | None = None
     _producers: dict[str, apulsar.Producer] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -90,6 +99,26 @@ class Participants:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
+
+    @property
+    def live_partners(self) -> set[str]:
+        return {partner for partner, _ in self._partners.values()}
+
+    @property
+    def live_alliances(self) -> set[tuple[str, str]]:
+        """(partner id, alliance id) of every alliance made and not cancelled."""
+        return set(self._alliances.values())
+
+    @staticmethod
+    def _undo(made: dict[str, tuple[str, str]], data: dict[str, Any], key: str) -> str | None:
+        """Remove what `data` names (`key`'s id, or whatever its `command_ids` made); return
+        the id undone, or None when there was nothing (an undo of nothing succeeds)."""
+        named = data.get(key)
+        found = None
+        for cmd in [c for c, (_, rid) in made.items()
+                    if rid == named or c in (data.get("command_ids") or ())]:
+            found = made.pop(cmd)[1]
+        return named or found
 
     async def publish(self, topic: str, payload: bytes, key: str | None = None) -> None:
         await self._producers[topic].send(payload, partition_key=key)
@@ -145,6 +174,7 @@ class Participants:
                 out = (self.partner_events, "PartnerCreationFailed", {"reason": "simulated failure"})
             else:
                 partner_id = str(uuid.uuid5(NS, f"partner:{saga_id}"))
+                self._partners[cmd_id] = (partner_id, partner_id)
                 self.counts["partner_created"] += 1
                 out = (self.partner_events, "PartnerCreated", {"partner_id": partner_id, **{
                     k: data.get(k) for k in ("nombre", "email", "telefono", "direccion")}})
@@ -152,10 +182,11 @@ class Participants:
             if _share(cmd_id, "fail-revert") < b.fail_revert:
                 self.counts["revert_failed"] += 1
                 out = (self.partner_events, "PartnerRevertFailed",
-                       {"partner_id": data["partner_id"], "reason": "simulated revert failure"})
+                       {"partner_id": data.get("partner_id"), "reason": "simulated revert failure"})
             else:
                 self.counts["partner_reverted"] += 1
-                out = (self.partner_events, "PartnerReverted", {"partner_id": data["partner_id"]})
+                out = (self.partner_events, "PartnerReverted",
+                       {"partner_id": self._undo(self._partners, data, "partner_id")})
         elif ctype == "CreateAlliance":
             if _share(saga_id, "no-reply-alliance") < b.no_reply_alliance:
                 self.counts["alliance_silent"] += 1
@@ -164,14 +195,19 @@ class Participants:
                 out = (self.alliance_events, "AllianceCreationFailed",
                        {"partner_id": data["partner_id"], "reason": "simulated failure"})
             else:
+                alliance_id = str(uuid.uuid5(NS, f"alliance:{saga_id}"))
+                self._alliances[cmd_id] = (data["partner_id"], alliance_id)
                 self.counts["alliance_created"] += 1
-                out = (self.alliance_events, "AllianceCreated",
-                       {"partner_id": data["partner_id"],
-                        "alliance_id": str(uuid.uuid5(NS, f"alliance:{saga_id}"))})
+                if _share(saga_id, "lose-alliance-reply") < b.lose_alliance_reply:
+                    self.counts["alliance_reply_lost"] += 1
+                else:
+                    out = (self.alliance_events, "AllianceCreated",
+                           {"partner_id": data["partner_id"], "alliance_id": alliance_id})
         elif ctype == "CancelAlliance":
             self.counts["alliance_cancelled"] += 1
             out = (self.alliance_events, "AllianceCancelled",
-                   {"partner_id": data["partner_id"], "alliance_id": data["alliance_id"]})
+                   {"partner_id": data["partner_id"],
+                    "alliance_id": self._undo(self._alliances, data, "alliance_id")})
         else:
             self.counts["unknown_commands"] += 1
             log.warning("simulator: unknown command %s", ctype)
@@ -195,6 +231,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-revert", type=float, default=float(env("SIM_FAIL_REVERT", "0.1")))
     p.add_argument("--no-reply-partner", type=float, default=float(env("SIM_NO_REPLY_PARTNER", "0.0")))
     p.add_argument("--no-reply-alliance", type=float, default=float(env("SIM_NO_REPLY_ALLIANCE", "0.0")))
+    p.add_argument("--lose-alliance-reply", type=float,
+                   default=float(env("SIM_LOSE_ALLIANCE_REPLY", "0.0")))
     p.add_argument("--echo-sagaid", action="store_true", default=env("SIM_ECHO_SAGAID", "") == "1")
     return p
 
@@ -203,7 +241,8 @@ async def _run(args: argparse.Namespace) -> None:
     sims = Participants(args.broker_url, Behaviour(
         latency_s=args.latency, fail_partner=args.fail_partner, fail_alliance=args.fail_alliance,
         fail_revert=args.fail_revert, no_reply_partner=args.no_reply_partner,
-        no_reply_alliance=args.no_reply_alliance, echo_sagaid=args.echo_sagaid))
+        no_reply_alliance=args.no_reply_alliance, lose_alliance_reply=args.lose_alliance_reply,
+        echo_sagaid=args.echo_sagaid))
     await sims.start()
     log.info("participant simulators up on %s: %s", args.broker_url, sims.behaviour)
     stop = asyncio.Event()

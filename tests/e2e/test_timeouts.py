@@ -50,10 +50,14 @@ async def test_500_silent_sagas_each_compensate_exactly_once(
     await taps["alianzas"].wait_for(
         lambda t: sum(len(ids) for ids in _ids_per_saga(by_type(t).get("CreateAlliance", [])).values())
         >= 1000, 60, "two CreateAlliance attempts for each saga")
-    # Two attempts of CreateAlliance each (distinct ids), then exactly one RevertPartner.
+    # Two attempts of CreateAlliance each (distinct ids); then, since one may have been
+    # carried out, exactly one CancelAlliance naming both, and exactly one RevertPartner.
     creates = _ids_per_saga(by_type(taps["alianzas"])["CreateAlliance"])
+    cancels = by_type(taps["alianzas"])["CancelAlliance"]
     reverts = _ids_per_saga(by_type(taps["integraciones"])["RevertPartner"])
     assert len(creates) == 500 and all(len(ids) == 2 for ids in creates.values())
+    assert len(_ids_per_saga(cancels)) == 500 and all(len(i) == 1 for i in _ids_per_saga(cancels).values())
+    assert all(set(c["data"]["command_ids"]) == creates[c["sagaid"]] for c in cancels)
     assert len(reverts) == 500 and all(len(ids) == 1 for ids in reverts.values())
     assert set(reverts) == set(creates) == set(ended(taps["lifecycle"]))
 
@@ -126,3 +130,25 @@ async def test_a_late_alliance_after_compensation_yields_exactly_one_cancel(
     assert all(types == ["SagaCompensated"] for types in ended(taps["lifecycle"]).values())
     cancels = _ids_per_saga(by_type(taps["alianzas"])["CancelAlliance"])
     assert len(cancels) == 30 and all(len(ids) == 1 for ids in cancels.values())
+    assert participants.counts["alliance_created"] == 30
+    assert participants.live_alliances == set()
+
+
+@pytest.mark.parametrize("behaviour", [Behaviour(lose_alliance_reply=1.0)], ids=["alliance-replies-lost"])
+async def test_a_step_whose_replies_were_lost_is_undone(
+        spawn, participants, taps, behaviour) -> None:  # type: ignore[no-untyped-def]
+    """Alianzas carries out every CreateAlliance, but every reply is lost: the saga gives up
+    on the step and undoes it anyway (by partner id and every attempt's command id), so no
+    alliance is left next to a reverted partner."""
+    worker = spawn(env={"SAGA_CREATE_ALLIANCE_TIMEOUT_S": "1", "SAGA_MAX_ATTEMPTS": "2"})
+    await worker.wait_ready(timeout=30)
+    partners = await publish_partners(participants, 20)
+    await taps["lifecycle"].wait_for(lambda t: len(ended(t)) == 20, 60, "20 sagas to compensate")
+    assert all(types == ["SagaCompensated"] for types in ended(taps["lifecycle"]).values())
+    await taps["alianzas"].wait_for(lambda t: len(by_type(t).get("CancelAlliance", [])) >= 20, 30,
+                                    "the CancelAlliances")
+    assert participants.counts["alliance_created"] == 40  # each attempt made one
+    assert participants.live_alliances == set()
+    cancels = by_type(taps["alianzas"])["CancelAlliance"]
+    assert {c["data"]["partner_id"] for c in cancels} == set(partners)
+    assert all(len(c["data"]["command_ids"]) == 2 and c["data"]["alliance_id"] is None for c in cancels)

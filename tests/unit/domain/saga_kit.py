@@ -52,7 +52,7 @@ def partner_creation_failed(eid: str = "ev-partner-failed") -> PartnerCreationFa
 
 
 def partner_reverted(eid: str = "ev-partner-reverted",
-                     partner_id: str = PARTNER_ID) -> PartnerReverted:
+                     partner_id: str | None = PARTNER_ID) -> PartnerReverted:
     return PartnerReverted(event_id=eid, saga_id=SAGA_ID, partner_id=partner_id)
 
 
@@ -74,9 +74,10 @@ def alliance_creation_failed(eid: str = "ev-alliance-failed",
                                   reason="quota exceeded")
 
 
-def alliance_cancelled(eid: str = "ev-alliance-cancelled") -> AllianceCancelled:
+def alliance_cancelled(eid: str = "ev-alliance-cancelled",
+                       alliance_id: str | None = ALLIANCE_ID) -> AllianceCancelled:
     return AllianceCancelled(event_id=eid, saga_id=SAGA_ID, partner_id=PARTNER_ID,
-                             alliance_id=ALLIANCE_ID)
+                             alliance_id=alliance_id)
 
 
 def retry_requested(eid: str = "ev-retry") -> RetryRequested:

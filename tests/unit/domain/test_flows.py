@@ -149,7 +149,7 @@ def test_revert_reply_timeouts_end_in_compensation_failed() -> None:
 
 
 # --- forward timeouts ----------------------------------------------------------------------
-def test_partner_step_timeouts_retry_then_fail() -> None:
+def test_partner_step_timeouts_retry_then_undo_what_any_attempt_may_have_made() -> None:
     s = k.in_partner_creation()
     for attempt in (2, 3):
         d = s.time_out()
@@ -157,8 +157,18 @@ def test_partner_step_timeouts_retry_then_fail() -> None:
         assert d.commands[0].command_id == cmd_id("create_partner", "do", attempt)
         assert (s.status, s.state.attempt, s.state.deadline.due_at) == (PCIP, attempt, s.now + 30)
     d = s.time_out()
-    assert (s.status, k.types(d.commands)) == ("failed", ("SagaFailed",))
+    # Every reply was lost, not necessarily every command: the partner may exist.
+    assert (s.status, k.types(d.commands)) == ("compensating", ("RevertPartner",))
+    assert d.commands[0].data == {"partner_id": None, "command_ids": [
+        cmd_id("create_partner", "do", n) for n in (1, 2, 3)]}
     assert s.state.reason == "no reply to CreatePartner after 3 attempts"
+    assert k.deadline_key(s.state) == ("create_partner", "compensation", "reply", 1)
+    # Late, the partner's creation is covered by that undo: no second one.
+    s.feed(k.partner_created("ev-late-partner"), expect="ignored")
+    d = s.feed(k.partner_reverted(partner_id=None))  # an undo of nothing answers success
+    assert (s.status, k.types(d.commands)) == ("compensated", ("SagaCompensated",))
+    s.feed(k.partner_created("ev-later-partner"), expect="ignored")
+    assert len(all_commands(s, "RevertPartner")) == 1
 
 
 def test_reply_to_an_earlier_attempt_still_counts() -> None:
@@ -168,16 +178,34 @@ def test_reply_to_an_earlier_attempt_still_counts() -> None:
     assert (s.status, k.types(d.commands)) == (ACIP, ("CreateAlliance",))
 
 
-def test_alliance_step_timeouts_retry_then_compensate() -> None:
+def test_alliance_step_timeouts_retry_then_compensate_the_alliance_first() -> None:
     s = k.in_alliance_creation()
     assert [k.types(s.time_out().commands) for _ in range(2)] == [("CreateAlliance",)] * 2
     d = s.time_out()
-    assert (s.status, k.types(d.commands)) == ("compensating", ("RevertPartner",))
+    # The alliance may exist (only its replies were lost): it is undone before the partner,
+    # by partner id and every CreateAlliance id.
+    assert (s.status, k.types(d.commands)) == ("compensating", ("CancelAlliance",))
     assert s.state.reason == "no reply to CreateAlliance after 3 attempts"
-    creates = {c.command_id for c in all_commands(s, "CreateAlliance")}
-    assert creates == {cmd_id("create_alliance", "do", n) for n in (1, 2, 3)}
-    s.feed(k.partner_reverted())
-    assert s.status == "compensated"
+    creates = [c.command_id for c in all_commands(s, "CreateAlliance")]
+    assert creates == [cmd_id("create_alliance", "do", n) for n in (1, 2, 3)]
+    assert d.commands[0].data == {"partner_id": k.PARTNER_ID, "alliance_id": None, "command_ids": creates}
+    assert d.commands[0].command_id == cmd_id("create_alliance", "undo", 1)
+    d = s.feed(k.alliance_cancelled(alliance_id=None))
+    assert (s.status, k.types(d.commands)) == ("compensating", ("RevertPartner",))
+    d = s.feed(k.partner_reverted())
+    assert (s.status, k.types(d.commands)) == ("compensated", ("SagaCompensated",))
+
+
+def test_an_abandoned_steps_undo_is_retried_with_the_same_data() -> None:
+    s = k.in_alliance_creation()
+    for _ in range(3):
+        s.time_out()
+    first = all_commands(s, "CancelAlliance")[0]
+    assert s.fire().commands == ()  # no AllianceCancelled in time: a backoff, then
+    d = s.fire()  # the undo's own policy sends it again
+    assert k.types(d.commands) == ("CancelAlliance",)
+    assert d.commands[0].data == first.data
+    assert d.commands[0].command_id == cmd_id("create_alliance", "undo", 2)
 
 
 # --- late replies ---------------------------------------------------------------------------
@@ -209,11 +237,8 @@ def test_a_reply_during_the_forward_backoff_still_counts() -> None:
 
 
 @pytest.mark.parametrize("arrives", ["while_compensating", "after_compensated"])
-@pytest.mark.parametrize("gave_up", [_gave_up_by_timeout, k.compensating_waiting_reply],
-                         ids=["timeout", "failure"])
-def test_late_alliance_is_cancelled_exactly_once(gave_up: Callable[[], k.Saga],
-                                                 arrives: str) -> None:
-    s = gave_up()
+def test_late_alliance_after_a_failure_is_cancelled_exactly_once(arrives: str) -> None:
+    s = k.compensating_waiting_reply()
     if arrives == "after_compensated":
         s.feed(k.partner_reverted())
     status = s.status
@@ -232,6 +257,21 @@ def test_late_alliance_is_cancelled_exactly_once(gave_up: Callable[[], k.Saga],
     assert len(all_commands(s, "CancelAlliance")) == 2
     everything = [c.command_id for c in all_commands(s)]
     assert len(everything) == len(set(everything))
+
+
+@pytest.mark.parametrize("arrives", ["while_undoing", "while_reverting", "after_compensated"])
+def test_late_alliance_of_an_abandoned_step_gets_no_second_undo(arrives: str) -> None:
+    s = _gave_up_by_timeout()  # CancelAlliance (maybe done) already sent
+    if arrives != "while_undoing":
+        s.feed(k.alliance_cancelled(alliance_id=None))
+    if arrives == "after_compensated":
+        s.feed(k.partner_reverted())
+    status = s.status
+    for n, alliance in enumerate((k.ALLIANCE_ID, "alliance-9")):
+        d = s.feed(k.alliance_created(f"ev-late-{n}", alliance_id=alliance), expect="ignored")
+        assert (s.status, d.commands) == (status, ())
+        assert "covered by the undo" in d.reason
+    assert len(all_commands(s, "CancelAlliance")) == 1
 
 
 def test_late_failures_are_ignored() -> None:
@@ -282,30 +322,36 @@ def test_late_revert_success_during_backoff_compensates() -> None:
     assert (s.status, k.types(d.commands)) == ("compensated", ("SagaCompensated",))
 
 
-def test_cancel_before_partner_exists_fails_and_undoes_a_late_partner_once() -> None:
+def test_cancel_before_partner_exists_undoes_the_partner_it_may_have_made() -> None:
     s = k.in_partner_creation()
     d = s.feed(k.cancel_requested())
     assert (s.status, k.types(d.commands), s.state.reason) == (
-        "failed", ("SagaFailed",), "cancelled by operator")
-    d = s.feed(k.partner_created("ev-late-partner"))
-    assert (s.status, k.types(d.commands)) == ("failed", ("RevertPartner",))
+        "compensating", ("RevertPartner",), "cancelled by operator")
+    assert d.commands[0].data == {"partner_id": None,
+                                  "command_ids": [cmd_id("create_partner", "do", 1)]}
+    s.feed(k.partner_created("ev-late-partner"), expect="ignored")
+    s.feed(k.partner_reverted(partner_id=None))
+    assert s.status == "compensated"
     s.feed(k.partner_created("ev-late-partner-2"), expect="ignored")
+    assert len(all_commands(s, "RevertPartner")) == 1
 
 
 def test_cancel_during_alliance_step_compensates() -> None:
     s = k.in_alliance_creation()
     d = s.feed(k.cancel_requested())
-    assert (s.status, k.types(d.commands)) == ("compensating", ("RevertPartner",))
-    assert k.types(s.feed(k.alliance_created("ev-late")).commands) == ("CancelAlliance",)
+    assert (s.status, k.types(d.commands)) == ("compensating", ("CancelAlliance",))
+    s.feed(k.alliance_created("ev-late"), expect="ignored")
+    assert k.types(s.feed(k.alliance_cancelled()).commands) == ("RevertPartner",)
     s.feed(k.partner_reverted())
     assert s.status == "compensated"
+    assert len(all_commands(s, "CancelAlliance")) == 1
 
 
 # --- idempotence, determinism, versions, history -------------------------------------------
 FLOWS: dict[str, Callable[[], k.Saga]] = {
     "happy": k.completed, "partner_event": lambda: _partner_event_flow(),
     "compensated": k.compensated, "compensation_failed": k.compensation_failed,
-    "timeouts": lambda: _then(_gave_up_by_timeout(), k.alliance_created("ev-late"),
+    "timeouts": lambda: _then(_gave_up_by_timeout(), k.alliance_cancelled(alliance_id=None),
                               k.partner_reverted()),
     "operator_retry": lambda: _then(k.compensation_failed(), k.retry_requested(),
                                     k.partner_reverted()),

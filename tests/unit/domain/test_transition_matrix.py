@@ -72,14 +72,16 @@ EXPECTED: dict[str, dict[str, tuple[str, str, tuple[str, ...]]]] = {
         "PartnerCreationFailed": (APPLIED, "failed", ("SagaFailed",)),
         # No reply in time: wait out the backoff before the next attempt (no command yet).
         "DeadlineReached:matching": (APPLIED, PCIP, ()),
-        "CancelRequested": (APPLIED, "failed", ("SagaFailed",)),
+        # CreatePartner may have been carried out: undone by its command ids.
+        "CancelRequested": (APPLIED, COMP, ("RevertPartner",)),
     },
     "alliance_creation_in_progress": {
         **_ignored_everywhere(ACIP),
         "AllianceCreated": (APPLIED, "completed", ("SagaCompleted",)),
         "AllianceCreationFailed": (APPLIED, COMP, ("RevertPartner",)),
         "DeadlineReached:matching": (APPLIED, ACIP, ()),
-        "CancelRequested": (APPLIED, COMP, ("RevertPartner",)),
+        # CreateAlliance may have been carried out: it is undone first.
+        "CancelRequested": (APPLIED, COMP, ("CancelAlliance",)),
     },
     "compensating_waiting_reply": {
         **_ignored_everywhere(COMP),
