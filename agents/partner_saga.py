@@ -1,28 +1,37 @@
 """The saga agent: for each saga event, load the saga, decide, store, send.
 
-Commit order (at-least-once): the table write (one changelog record; the deadline index is
-local, tables/deadline_index.py) is produced while the event is processed, and its commands
-are handed to the Pulsar bridge. The event is acknowledged only when Pulsar acknowledged its
-commands (at once if it has none), and only after every event before it in its partition
-(agents/acks.py); Faust flushes the producer
-before it commits an acknowledged offset. An event that fails unexpectedly is dead-lettered
-with the reason and acknowledged, rather than left to block the partition. A crash in
-between replays the event: the saga recognises its id and re-sends the same commands with
-the same ids (domain/transition.py), and participants deduplicate by command id.
+Commit order (at-least-once): everything that can fail on the event's own account (parsing,
+deciding, encoding the new state and the commands) happens before the first write. Then the
+table write (one changelog record; the deadline index is local, tables/deadline_index.py) and
+the hand-over of the already encoded commands to the Pulsar bridge, with nothing between
+them that can fail. The event is acknowledged only when Pulsar acknowledged its commands (at
+once if it has none), and only after every event before it in its partition
+(agents/acks.py); Faust flushes the producer before it commits an acknowledged offset.
+
+An event that fails before the write is dead-lettered with the reason and acknowledged,
+rather than left to block the partition: nothing of it was stored. A write that fails stops
+the worker without acknowledging the event (`StoreFailed`): its partitions' next owner
+replays it, and the saga, which recognises an event it applied, re-sends the same commands
+with the same ids (domain/transition.py); participants deduplicate by command id. A crash
+anywhere in between is the same replay.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from agents.acks import InOrderAcks
 from agents.dead_letters import dead_letter
+from bridges.pulsar_client import Outgoing
 from bridges.pulsar_outbound import OUTBOUND
 from domain import SagaState, decide, ids
 from domain.messages import Command
+from domain.state import Deadline
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
 from orchestrator.policies import definition_from
@@ -30,10 +39,37 @@ from streams.partner_saga import partner_routing, saga_events
 from tables.partner_saga import DEADLINES, sagas
 from wire.internal import ForgetSaga, PartnerRouted, SagaEnvelope
 
-__all__ = ["DEFINITION", "run_sagas"]
+__all__ = ["DEFINITION", "StoreFailed", "handle", "run_sagas"]
 
 log = logging.getLogger(__name__)
 DEFINITION = definition_from(cfg)
+
+
+class StoreFailed(RuntimeError):
+    """The table refused a saga's new state: the worker stops (see the module docstring)."""
+
+
+@dataclass
+class _Plan:
+    """What one saga event leads to, worked out before anything is written."""
+
+    partition: int
+    saga_id: str
+    old_deadline: Deadline | None
+    new: SagaState
+    state: bytes | None  # the bytes to store (None: nothing)
+    commands: tuple[Command, ...]
+    outgoing: list[Outgoing]
+
+    def write(self) -> None:
+        """Store it. The index first: a crash between the two leaves an entry the timer
+        drops, never a waiting saga without one."""
+        if self.state is None:
+            return
+        DEADLINES.move(self.partition, self.saga_id, self.old_deadline, self.new.deadline)
+        if self.new.terminal:
+            DEADLINES.finished(self.partition, self.saga_id, self.new.updated_at)
+        sagas[self.saga_id] = self.state
 
 
 @app.agent(saga_events, name="partner-saga")
@@ -41,19 +77,40 @@ async def run_sagas(stream):  # type: ignore[no-untyped-def]
     events = stream.noack()  # acknowledged below, once what they produced is durable
     acks = InOrderAcks(events.ack, partition_of=lambda event: event.message.tp)
     async for event in events.events():
-        done = acks.track(event)
         try:
-            commands = await _apply(event)
-        except Exception as exc:  # a bug or a stored state that no longer parses
-            log.exception("saga event at %s offset %d failed", event.message.tp, event.message.offset)
-            await dead_letter(event.value, f"cannot process: {exc!r}"[:1000],
-                              origin=saga_events.get_topic_name(), key=event.key)
-            commands = []
-        if commands:
-            await OUTBOUND.send(commands, done)
-        else:
-            await done()
+            await handle(event, acks.track(event))
+        except StoreFailed as exc:
+            # Not acknowledged: the partition's next owner replays it (Faust would restart
+            # this agent alone, and its next commit would move past the event).
+            log.critical("%s; stopping the worker", exc)
+            await app.crash(exc)
+            return
         METRICS.set("events_unacknowledged", acks.waiting)
+
+
+async def handle(event, done: Callable[[], Awaitable[None]]) -> None:  # type: ignore[no-untyped-def]
+    """One saga event: plan (nothing written yet), store, hand the commands to Pulsar; `done`
+    acknowledges it. Raises StoreFailed, without acknowledging, when the store fails."""
+    try:
+        plan = await _plan(event)
+    except Exception as exc:  # a bug, or a stored state that no longer parses
+        log.exception("saga event at %s offset %d failed", event.message.tp, event.message.offset)
+        await dead_letter(event.value, f"cannot process: {exc!r}"[:1000],
+                          origin=saga_events.get_topic_name(), key=event.key)
+        await done()
+        return
+    if plan is None:
+        await done()
+        return
+    try:
+        plan.write()
+    except Exception as exc:
+        raise StoreFailed(f"storing saga {plan.saga_id} (event at {event.message.tp} offset "
+                          f"{event.message.offset}) failed: {exc!r}") from exc
+    if plan.commands:
+        await OUTBOUND.send(plan.commands, done, plan.outgoing)
+    else:
+        await done()
 
 
 async def _to_partner_index(envelope: SagaEnvelope) -> None:
@@ -97,11 +154,12 @@ async def _forget(event) -> None:  # type: ignore[no-untyped-def]
             await partner_routing.send(key=partner_id.encode(), value=forget.model_dump_json().encode())
 
 
-async def _apply(event) -> list[Command]:  # type: ignore[no-untyped-def]
-    """Decide one saga event and store the outcome; return the commands to send."""
+async def _plan(event) -> _Plan | None:  # type: ignore[no-untyped-def]
+    """Decide one saga event; return what to store and send, or None when the event was
+    handled otherwise (dead-lettered, sent to the partner index, a retention message)."""
     if event.value.startswith(ForgetSaga.PREFIX):
         await _forget(event)
-        return []
+        return None
     topic = saga_events.get_topic_name()
     saga_id = event.key.decode() if event.key else ""
     try:
@@ -109,12 +167,12 @@ async def _apply(event) -> list[Command]:  # type: ignore[no-untyped-def]
     except ValidationError as exc:
         await dead_letter(event.value, f"invalid saga event: {exc.errors()[0]['msg']}",
                           origin=topic, key=event.key)
-        return []
+        return None
     ev = envelope.event
     if ev.saga_id != saga_id:
         await dead_letter(event.value, f"key {saga_id!r} is not the event's saga {ev.saga_id!r}",
                           origin=topic, key=event.key)
-        return []
+        return None
     raw_state = sagas.get(saga_id)
     state = SagaState.model_validate_json(raw_state) if raw_state is not None else None
     now = time.time()
@@ -122,28 +180,26 @@ async def _apply(event) -> list[Command]:  # type: ignore[no-untyped-def]
     METRICS.inc("events_total", type=ev.type, outcome=decision.outcome)
     if decision.outcome == "rejected" and envelope.by_partner and state is None:
         await _to_partner_index(envelope)
-        return []
+        return None
     if decision.outcome == "rejected":
         original = envelope.raw.encode() if envelope.raw is not None else event.value
         await dead_letter(original, f"no saga to match: {decision.reason}",
                           origin=envelope.origin or topic, key=event.key, message_id=ev.event_id)
-        return []
+        return None
     new = decision.state
     assert new is not None
-    partition = event.message.partition
     if decision.changed:
-        # The index first: a crash between the two leaves an entry the timer drops, never a
-        # waiting saga without one.
-        DEADLINES.move(partition, saga_id, state.deadline if state else None, new.deadline)
-        if new.terminal:
-            DEADLINES.finished(partition, saga_id, new.updated_at)
-        sagas[saga_id] = new.model_dump_json().encode()
+        stored: bytes | None = new.model_dump_json().encode()
+        old_deadline = state.deadline if state else None
     elif decision.outcome == "duplicate" and raw_state is not None:
         # A replay after a crash: the local store may hold a state whose changelog record
-        # never reached Kafka. Writing the same bytes again makes the changelog whole.
-        if new.deadline is not None:
-            DEADLINES.put(partition, saga_id, new.deadline)
-        sagas[saga_id] = raw_state
+        # never reached Kafka. Writing the same bytes again makes the changelog whole (and
+        # puts the index entry back, were it lost).
+        stored, old_deadline = raw_state, None
+    else:
+        stored, old_deadline = None, None
+    plan = _Plan(event.message.partition, saga_id, old_deadline, new, stored, decision.commands,
+                 OUTBOUND.encode(decision.commands))
     if decision.outcome == "ignored":
         log.info("saga %s ignored %s %s: %s", saga_id, ev.type, ev.event_id, decision.reason)
     for t in decision.transitions:
@@ -153,4 +209,4 @@ async def _apply(event) -> list[Command]:  # type: ignore[no-untyped-def]
     if envelope.received_at is not None and ev.type != "DeadlineReached":
         # From the bridge's receipt (or the HTTP request) to the decision.
         METRICS.observe_step(now - envelope.received_at)
-    return list(decision.commands)
+    return plan

@@ -91,16 +91,24 @@ class Outbound:
         self._waiting = 0  # events handed over whose commands Pulsar has not acknowledged
         self._rounds: set[asyncio.Task[None]] = set()
 
-    async def send(self, commands: Sequence[Command], ack: Callable[[], Awaitable[object]]) -> None:
-        """Hand over `commands`; `ack` runs once Pulsar has them all. Returns at once, or,
-        with BRIDGE_MAX_IN_FLIGHT events already waiting for Pulsar, once there is room.
-        Commands leave in hand-over order, unless a send fails: its retry, after a backoff,
-        may leave after later commands."""
+    @staticmethod
+    def encode(commands: Sequence[Command]) -> list[Outgoing]:
+        """The Pulsar messages of `commands`. The saga agent encodes before it stores the
+        saga's new state, so that nothing can fail between that write and the hand-over."""
+        return [(TOPIC_FOR[c.destination], encode_command(c), {"sagaid": c.saga_id, "type": c.type},
+                 c.saga_id) for c in commands]
+
+    async def send(self, commands: Sequence[Command], ack: Callable[[], Awaitable[object]],
+                   items: list[Outgoing] | None = None) -> None:
+        """Hand over `commands` (`items`: their messages, if already encoded); `ack` runs
+        once Pulsar has them all. Returns at once, or, with BRIDGE_MAX_IN_FLIGHT events
+        already waiting for Pulsar, once there is room. Commands leave in hand-over order,
+        unless a send fails: its retry, after a backoff, may leave after later commands."""
+        if items is None:
+            items = self.encode(commands)
         while self._waiting >= self._max:
             self._room.clear()
             await self._room.wait()
-        items = [(TOPIC_FOR[c.destination], encode_command(c), {"sagaid": c.saga_id, "type": c.type},
-                  c.saga_id) for c in commands]
         self._queue.append((items, commands, ack))
         self._waiting += 1
         self._handed.set()
