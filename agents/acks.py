@@ -20,25 +20,35 @@ __all__ = ["InOrderAcks"]
 
 class InOrderAcks:
     def __init__(self, ack: Callable[[Any], Awaitable[object]],
-                 partition_of: Callable[[Any], Hashable]) -> None:
+                 partition_of: Callable[[Any], Hashable],
+                 on_change: Callable[[int], object] | None = None) -> None:
         self._ack = ack
         self._partition_of = partition_of
+        self._on_change = on_change  # called with `waiting` whenever it changes
         self._queues: dict[Hashable, deque[list[Any]]] = {}
+        self._waiting = 0
 
     def track(self, event: Any) -> Callable[[], Awaitable[None]]:
         """Register `event` (in the order events are read); returns its `done` callback."""
         entry = [event, False]
         queue = self._queues.setdefault(self._partition_of(event), deque())
         queue.append(entry)
+        self._changed(1)
 
         async def done() -> None:
             entry[1] = True
             while queue and queue[0][1]:
                 await self._ack(queue.popleft()[0])
+                self._changed(-1)
 
         return done
+
+    def _changed(self, by: int) -> None:
+        self._waiting += by
+        if self._on_change is not None:
+            self._on_change(self._waiting)
 
     @property
     def waiting(self) -> int:
         """Events read and not acknowledged yet."""
-        return sum(len(q) for q in self._queues.values())
+        return self._waiting

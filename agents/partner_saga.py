@@ -75,7 +75,8 @@ class _Plan:
 @app.agent(saga_events, name="partner-saga")
 async def run_sagas(stream):  # type: ignore[no-untyped-def]
     events = stream.noack()  # acknowledged below, once what they produced is durable
-    acks = InOrderAcks(events.ack, partition_of=lambda event: event.message.tp)
+    acks = InOrderAcks(events.ack, partition_of=lambda event: event.message.tp,
+                       on_change=lambda n: METRICS.set("events_unacknowledged", n))
     async for event in events.events():
         try:
             await handle(event, acks.track(event))
@@ -85,7 +86,6 @@ async def run_sagas(stream):  # type: ignore[no-untyped-def]
             log.critical("%s; stopping the worker", exc)
             await app.crash(exc)
             return
-        METRICS.set("events_unacknowledged", acks.waiting)
 
 
 async def handle(event, done: Callable[[], Awaitable[None]]) -> None:  # type: ignore[no-untyped-def]

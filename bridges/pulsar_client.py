@@ -13,12 +13,47 @@ import _pulsar
 import pulsar
 import pulsar.asyncio as apulsar
 
-__all__ = ["Outgoing", "PulsarLink"]
+__all__ = ["PERMANENT", "Outgoing", "PulsarLink", "is_permanent", "result_name"]
 
 log = logging.getLogger(__name__)
 
 #: (topic, payload, properties, partition key): one message to send.
 Outgoing = tuple[str, bytes, dict[str, str], str | None]
+
+#: Send errors no retry cures: the topic is gone or closed for good, the client may not
+#: write to it, or the message itself is refused. Everything else (timeouts, lost
+#: connections, a broker not ready, a full queue) is retried.
+PERMANENT = frozenset({
+    _pulsar.Result.TopicNotFound, _pulsar.Result.TopicTerminated, _pulsar.Result.InvalidTopicName,
+    _pulsar.Result.AuthorizationError, _pulsar.Result.AuthenticationError,
+    _pulsar.Result.NotAllowedError, _pulsar.Result.OperationNotSupported,
+    _pulsar.Result.MessageTooBig, _pulsar.Result.InvalidMessage, _pulsar.Result.IncompatibleSchema,
+    _pulsar.Result.UnsupportedVersionError, _pulsar.Result.InvalidConfiguration,
+    _pulsar.Result.InvalidUrl, _pulsar.Result.CryptoError,
+})
+
+
+def _result(exc: BaseException) -> _pulsar.Result | None:
+    if isinstance(exc, apulsar.PulsarException):
+        return exc.error()
+    if isinstance(exc, pulsar.PulsarException):
+        if exc.args and isinstance(exc.args[0], _pulsar.Result):
+            return exc.args[0]
+        return getattr(_pulsar.Result, type(exc).__name__, None)  # pulsar.exceptions.TopicNotFound...
+    return None
+
+
+def result_name(exc: BaseException) -> str:
+    """The Pulsar result code's name (TopicTerminated...), or the exception's type."""
+    result = _result(exc)
+    return result.name if result is not None else type(exc).__name__
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for an error that retrying the same message cannot cure: a PERMANENT result, or
+    an error that is not Pulsar's (a message the client refuses to build, say)."""
+    result = _result(exc)
+    return result in PERMANENT if result is not None else not isinstance(exc, (OSError, TimeoutError))
 
 
 class _BatchResults:
@@ -91,6 +126,12 @@ class PulsarLink:
                     send_timeout_millis=30_000,
                 )
             return self._producers[topic]
+
+    def drop_producer_if_closed(self, topic: str, error: BaseException) -> None:
+        """After a send failed with the producer closed (the broker closed it: the topic was
+        deleted or unloaded), forget it, so that the retry opens a new one."""
+        if _result(error) in (_pulsar.Result.AlreadyClosed, _pulsar.Result.ProducerNotInitialized):
+            self._producers.pop(topic, None)
 
     async def send_batch(self, items: Sequence[Outgoing]) -> list[Exception | None]:
         """Send every item; return, in item order, None for each one Pulsar acknowledged and

@@ -3,10 +3,17 @@
 The saga agent hands each event's commands to `OUTBOUND` and goes on with the next event;
 one sender task sends what was handed over in batches (see `Outbound`), and the event is
 acknowledged to Faust (so that its offset may be committed) only once Pulsar acknowledged
-all of them. A failed send is retried, with backoff, until it succeeds; at most
-BRIDGE_MAX_IN_FLIGHT events wait for Pulsar, after which the saga agent waits too.
+all of them. A send that fails for a passing reason (a timeout, a lost connection, a broker
+not ready) is retried, with backoff, until it succeeds; at most BRIDGE_MAX_IN_FLIGHT events
+wait for Pulsar, after which the saga agent waits too. A send that fails for good (the topic
+deleted or terminated, the client not authorized: `pulsar_client.PERMANENT`) would hold its
+event, and with it every later acknowledgement of the partition, forever: the command is
+dead-lettered instead, with the reason, counted in /metrics, and its topic reported failing
+in /ready until a send to it succeeds again.
 Dead letters go through a Kafka topic first (any agent or bridge may write one) and are
-forwarded in batches, acknowledged the same way.
+forwarded in batches, acknowledged the same way; forwarding them is retried whatever the
+error (they are safe in Kafka meanwhile), and a dead-letter topic failing for good is
+reported in /ready too.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from bridges.pulsar_client import Outgoing
+from agents.dead_letters import dead_letter
+from bridges.pulsar_client import Outgoing, is_permanent, result_name
 from bridges.pulsar_inbound import LINK
 from domain.messages import Command, Destination
 from orchestrator.app import app, cfg
@@ -23,7 +31,8 @@ from orchestrator.metrics import METRICS
 from streams.partner_saga import dead_letters
 from wire.cloudevents import encode_command
 
-__all__ = ["OUTBOUND", "OUTBOUND_TOPICS", "Outbound", "forward_dead_letters", "send_outbound"]
+__all__ = ["FAILING_TOPICS", "OUTBOUND", "OUTBOUND_TOPICS", "Outbound", "forward_dead_letters",
+           "send_outbound"]
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +48,59 @@ BATCH = 500
 WITHIN_S = 0.005
 
 
-async def _send_all(items: list[Outgoing]) -> None:
-    """Send (topic, payload, properties, key) items; retry the failed ones until all are acked.
-    Never raises (but for cancellation): Faust acks a take() batch even when its body fails."""
+#: Topic -> why its last send failed for good; it leaves when a send to it succeeds.
+FAILING_TOPICS: dict[str, str] = {}
+
+
+async def _send_all(items: list[Outgoing], *, give_up: bool) -> list[tuple[int, str]]:
+    """Send (topic, payload, properties, key) items; retry the failed ones until all are
+    acked, but for those failing for good when `give_up`: return their indexes in `items`,
+    each with the reason. Never raises (but for cancellation): Faust acks a take() batch
+    even when its body fails."""
     delay = 0.2
-    while items:
-        errors = await LINK.send_batch(items)
-        failed = [it for it, err in zip(items, errors, strict=True) if err is not None]
+    given_up: list[tuple[int, str]] = []
+    pending = list(range(len(items)))
+    while pending:
+        errors = await LINK.send_batch([items[i] for i in pending])
+        failed = []
+        for i, err in zip(pending, errors, strict=True):
+            topic = items[i][0]
+            if err is None:
+                if FAILING_TOPICS:
+                    FAILING_TOPICS.pop(topic, None)
+                continue
+            if is_permanent(err):
+                reason = f"Pulsar refuses to take it on {topic}: {result_name(err)} ({err})"
+                FAILING_TOPICS[topic] = result_name(err)
+                if give_up:
+                    given_up.append((i, reason))
+                    continue
+            LINK.drop_producer_if_closed(topic, err)
+            failed.append(i)
         if failed:
             first = next(err for err in errors if err is not None)
             log.error("Pulsar send failed for %d of %d messages (%r); retrying in %.1fs",
-                      len(failed), len(items), first, delay)
+                      len(failed), len(pending), first, delay)
             METRICS.inc("pulsar_send_failures_total", len(failed))
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-        items = failed
+        pending = failed
+    return given_up
+
+
+async def _dead_letter_refused(items: list[Outgoing], commands: list[Command],
+                               refused: list[tuple[int, str]]) -> None:
+    """Commands Pulsar refuses for good go to the dead-letter topic (through Kafka, whose
+    acknowledgement is awaited: the events they came from are acknowledged next)."""
+    acks = []
+    for i, reason in refused:
+        topic, payload, _, key = items[i]
+        cmd = commands[i]
+        log.error("command %s %s of saga %s dead-lettered: %s", cmd.type, cmd.command_id, cmd.saga_id, reason)
+        METRICS.inc("commands_dead_lettered_total", type=cmd.type, reason=FAILING_TOPICS.get(topic, "error"))
+        acks.append(await dead_letter(payload, reason, origin=topic, key=key.encode() if key else None,
+                                      message_id=cmd.command_id))
+    await asyncio.gather(*acks)
 
 
 @app.task
@@ -127,10 +174,17 @@ class Outbound:
     async def _round(self, batch: list[tuple[list[Outgoing], Sequence[Command],
                                              Callable[[], Awaitable[object]]]]) -> None:
         try:
-            await _send_all([item for items, _, _ in batch for item in items])
+            items = [item for items, _, _ in batch for item in items]
+            refused = await _send_all(items, give_up=True)
+            if refused:
+                await _dead_letter_refused(items, [c for _, commands, _ in batch for c in commands], refused)
+            skip = {i for i, _ in refused}
+            n = 0
             for _, commands, ack in batch:
                 for c in commands:
-                    METRICS.inc("commands_sent_total", type=c.type)
+                    if n not in skip:
+                        METRICS.inc("commands_sent_total", type=c.type)
+                    n += 1
                 await ack()
         finally:  # cancelled (the worker stops): its events are replayed by the next owner
             self._waiting -= len(batch)
@@ -155,6 +209,6 @@ async def forward_dead_letters(stream):  # type: ignore[no-untyped-def]
             headers = {k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v))
                        for k, v in (ev.headers or {}).items()}
             items.append((topic, ev.value, headers, None))
-        await _send_all(items)
+        await _send_all(items, give_up=False)
 
 

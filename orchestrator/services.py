@@ -66,8 +66,9 @@ async def _schema_ready() -> bool:
 
 
 async def readiness(pulsar_topics: set[str], subscribed: set[str], outbound: set[str],
-                    producing: set[str]) -> dict[str, Any]:
-    """Each dependency's state; ready when all are."""
+                    producing: set[str], failing: dict[str, str]) -> dict[str, Any]:
+    """Each dependency's state; ready when all are. `failing`: topics whose last send failed
+    for good (topic -> Pulsar's result name)."""
     kafka_ok = _state["joined"] and not app.rebalancing and not app.in_recovery
     try:
         await asyncio.wait_for(STORE.ping(), timeout=3)
@@ -80,8 +81,9 @@ async def readiness(pulsar_topics: set[str], subscribed: set[str], outbound: set
     checks = {
         "kafka": {"ok": kafka_ok, "group_joined": _state["joined"], "rebalancing": bool(app.rebalancing),
                   "recovering": bool(app.in_recovery)},
-        "pulsar": {"ok": not missing and not no_producer, "subscribed": sorted(subscribed),
-                   "missing": missing, "producers_missing": no_producer},
+        "pulsar": {"ok": not missing and not no_producer and not failing, "subscribed": sorted(subscribed),
+                   "missing": missing, "producers_missing": no_producer,
+                   "failing_topics": dict(sorted(failing.items()))},
         "postgres": pg,
     }
     return {"ready": all(c["ok"] for c in checks.values()), "checks": checks}

@@ -16,7 +16,7 @@ from faust.web import Request, Response, View
 from pydantic import ValidationError
 
 from bridges.pulsar_inbound import LINK, SUBSCRIBED
-from bridges.pulsar_outbound import OUTBOUND_TOPICS
+from bridges.pulsar_outbound import FAILING_TOPICS, OUTBOUND_TOPICS
 from domain.messages import CancelRequested, RetryRequested
 from domain.state import SagaStatus
 from orchestrator.app import app, cfg
@@ -173,7 +173,8 @@ class OperatorAction(View):
 class ReadyView(View):
     async def get(self, request: Request) -> Response:
         wanted = {cfg.pulsar_topic(cfg.partner_events_topic), cfg.pulsar_topic(cfg.alliance_events_topic)}
-        report = await readiness(wanted, set(SUBSCRIBED), set(OUTBOUND_TOPICS), LINK.ready_topics)
+        report = await readiness(wanted, set(SUBSCRIBED), set(OUTBOUND_TOPICS), LINK.ready_topics,
+                                 FAILING_TOPICS)
         return self.json(report, status=200 if report["ready"] else 503)
 
 

@@ -6,11 +6,12 @@ import os
 import socket
 from urllib.parse import urlsplit
 
-__all__ = ["KAFKA", "KAFKA_URL", "PG_URL", "PULSAR_URL", "require_stack"]
+__all__ = ["KAFKA", "KAFKA_URL", "PG_URL", "PULSAR_ADMIN_URL", "PULSAR_URL", "require_stack"]
 
 KAFKA_URL = os.environ.get("KAFKA_BROKER_URL", "kafka://127.0.0.1:9092")
 KAFKA = f"{urlsplit(KAFKA_URL).hostname}:{urlsplit(KAFKA_URL).port}"
 PULSAR_URL = os.environ.get("BROKER_URL", "pulsar://127.0.0.1:6650")
+PULSAR_ADMIN_URL = os.environ.get("PULSAR_ADMIN_URL", "http://127.0.0.1:8080")  # its REST admin API
 PG_URL = os.environ.get("DATABASE_URL", "postgresql://postgres:postgres@127.0.0.1:5432/saga_db")
 
 

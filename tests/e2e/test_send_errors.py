@@ -1,0 +1,58 @@
+"""Pulsar refusing a command for good (#10, defect 3): before, the bridge retried it forever,
+which held its event, and with it every later acknowledgement of its partition and the next
+rebalance. Now the command is dead-lettered with the reason, counted, and its topic reported
+in /ready, and the partition goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+
+import pytest
+
+from tests.support.flows import by_type, publish_partners
+from tests.support.stack import PULSAR_ADMIN_URL
+
+pytestmark = pytest.mark.stack
+
+
+def _terminate(topic: str) -> None:
+    """Terminate a topic with Pulsar's admin API: it takes no message any more, for good."""
+    path = topic.replace("://", "/")
+    req = urllib.request.Request(f"{PULSAR_ADMIN_URL}/admin/v2/{path}/terminate", method="POST", data=b"")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status in (200, 204)
+
+
+async def test_a_command_refused_for_good_is_dead_lettered_and_the_partition_goes_on(
+        spawn, participants, taps, names) -> None:  # type: ignore[no-untyped-def]
+    worker = spawn()
+    await worker.wait_ready(timeout=30)  # its producers are open
+    await asyncio.to_thread(_terminate, names.alianzas_commands)
+    await publish_partners(participants, 10)
+
+    await taps["dead"].wait_for(lambda t: len(t.messages) >= 10, 60, "10 dead-lettered CreateAlliance")
+    dead = [m for m in taps["dead"].messages]
+    commands = [json.loads(m.data) for m in dead]
+    assert [c["type"] for c in commands] == ["CreateAlliance"] * 10  # the command itself, whole
+    assert len({c["sagaid"] for c in commands}) == 10
+    for m, c in zip(dead, commands, strict=True):
+        assert "TopicTerminated" in m.properties["reason"], m.properties
+        assert m.properties["origin"] == names.alianzas_commands
+        assert m.properties["message_id"] == c["id"]
+    # The other command of each event (SagaStarted, another topic) went out as usual.
+    await taps["lifecycle"].wait_for(lambda t: len(by_type(t).get("SagaStarted", [])) == 10, 30,
+                                     "10 SagaStarted")
+
+    # Every event was acknowledged: nothing holds the partitions.
+    for _ in range(100):
+        _, metrics = await worker.get("/metrics")
+        if "saga_events_unacknowledged 0" in metrics:
+            break
+        await asyncio.sleep(0.2)
+    assert "saga_events_unacknowledged 0" in metrics
+    assert 'saga_commands_dead_lettered_total{reason="TopicTerminated",type="CreateAlliance"} 10' in metrics
+    status, ready = await worker.get("/ready")
+    assert status == 503 and ready["checks"]["pulsar"]["ok"] is False
+    assert ready["checks"]["pulsar"]["failing_topics"] == {names.alianzas_commands: "TopicTerminated"}
