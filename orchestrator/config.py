@@ -22,14 +22,29 @@ class ConfigError(SystemExit):
     """A setting is malformed; the message is the one line shown to the operator."""
 
 
+def redact(url: str) -> str:
+    """`url` with the password of its user part replaced by ***: for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        password = None
+        parts = None
+    if parts is None or not password:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.split(":", 1)[0]
+    return parts._replace(netloc=f"{name}:***@{host}").geturl()
+
+
 def _check_url(value: str, schemes: tuple[str, ...], name: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in schemes or not parts.hostname:
-        raise ValueError(f"{name} must look like {schemes[0]}://host:port, got {value!r}")
+        raise ValueError(f"{name} must look like {schemes[0]}://host:port, got {redact(value)!r}")
     try:
         parts.port  # noqa: B018 - raises on a non-numeric port
     except ValueError as exc:
-        raise ValueError(f"{name} has a bad port: {value!r}") from exc
+        raise ValueError(f"{name} has a bad port: {redact(value)!r}") from exc
     return value
 
 

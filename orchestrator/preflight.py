@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlsplit
 
-from orchestrator.config import ConfigError, Settings
+from orchestrator.config import ConfigError, Settings, redact
 
 __all__ = ["check_reachable"]
 
@@ -25,7 +25,7 @@ def check_reachable(cfg: Settings) -> list[str]:
         parts = urlsplit(url)
         host, port = parts.hostname or "localhost", parts.port or default
         if not _reachable(host, port):
-            raise ConfigError(f"cannot reach {name}={url} ({host}:{port}): is the stack up? "
+            raise ConfigError(f"cannot reach {name}={redact(url)} ({host}:{port}): is the stack up? "
                               "run `make dev-up`")
     warnings = []
     db = urlsplit(cfg.database_url)

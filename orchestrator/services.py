@@ -74,8 +74,11 @@ async def readiness(pulsar_topics: set[str], subscribed: set[str], outbound: set
         await asyncio.wait_for(STORE.ping(), timeout=3)
         ready = await asyncio.wait_for(_schema_ready(), timeout=3)
         pg: dict[str, Any] = {"ok": ready, "schema_ready": ready}
-    except (StoreUnavailable, TimeoutError) as exc:
-        pg = {"ok": False, "error": str(exc) or "timed out", "schema_ready": _state["schema_ready"]}
+    except StoreUnavailable as exc:
+        pg = {"ok": False, "error": exc.public, "schema_ready": _state["schema_ready"]}
+    except TimeoutError:
+        pg = {"ok": False, "error": "PostgreSQL did not answer within 3s",
+              "schema_ready": _state["schema_ready"]}
     missing = sorted(pulsar_topics - subscribed)
     no_producer = sorted(outbound - producing)
     checks = {

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Any
 
 import aiohttp
+from aiohttp import web as aioweb
 from aiokafka.errors import KafkaError
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
@@ -24,7 +26,13 @@ from streams.partner_saga import saga_events
 from tables.partner_saga import sagas
 from wire.internal import SagaEnvelope
 
-__all__ = ["HealthView", "MetricsView", "SagaStatusView", "StartPartnerCreation"]
+__all__ = ["MAX_BODY_BYTES", "BadRequest", "HealthView", "MetricsView", "SagaStatusView",
+           "StartPartnerCreation", "read_body"]
+
+log = logging.getLogger(__name__)
+
+#: Request bodies are small JSON documents; a larger one is refused (413) before it is parsed.
+MAX_BODY_BYTES = 64 * 1024
 
 
 class StartRequest(PartnerData):
@@ -40,16 +48,35 @@ def _validation_message(exc: ValidationError) -> list[dict[str, str]]:
     return [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
 
 
-async def _json_body(view: View, request: Request) -> Any:
+async def read_body(view: View, request: Request) -> bytes:
+    """The request's body, or BadRequest (413, JSON) past MAX_BODY_BYTES. aiohttp itself stops
+    reading at 1 MiB (client_max_size), so a body without Content-Length costs that at most."""
+    too_large = BadRequest(_error(view, 413, f"request body over {MAX_BODY_BYTES} bytes"))
+    length = getattr(request, "content_length", None)
+    if length is not None and length > MAX_BODY_BYTES:
+        raise too_large
     try:
-        return json.loads(await request.read())
+        body = await request.read()
+    except aioweb.HTTPRequestEntityTooLarge:
+        raise too_large from None
+    if len(body) > MAX_BODY_BYTES:
+        raise too_large
+    return body
+
+
+async def _json_body(view: View, request: Request) -> Any:
+    body = await read_body(view, request)
+    try:
+        return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _BadRequest(_error(view, 400, f"body is not valid JSON: {exc}")) from exc
+        raise BadRequest(_error(view, 400, f"body is not valid JSON: {exc}")) from exc
     except RecursionError as exc:
-        raise _BadRequest(_error(view, 400, "body is not valid JSON: nested too deeply")) from exc
+        raise BadRequest(_error(view, 400, "body is not valid JSON: nested too deeply")) from exc
 
 
-class _BadRequest(Exception):
+class BadRequest(Exception):
+    """A request answered with `response` (4xx, JSON) before it is looked at further."""
+
     def __init__(self, response: Response) -> None:
         self.response = response
 
@@ -62,7 +89,7 @@ class StartPartnerCreation(View):
     async def post(self, request: Request) -> Response:
         try:
             body = await _json_body(self, request)
-        except _BadRequest as bad:
+        except BadRequest as bad:
             return bad.response
         if not isinstance(body, dict):
             return _error(self, 400, "body must be a JSON object")
@@ -80,8 +107,9 @@ class StartPartnerCreation(View):
             written = await saga_events.send(key=saga_id.encode(), value=env.model_dump_json().encode())
             await written  # durable in Kafka before we answer 202
         except KafkaError as exc:
+            log.warning("start request not recorded in Kafka: %r", exc)
             return _error(self, 503, "cannot record the request in Kafka; retry (same correlation_id)",
-                          detail=repr(exc))
+                          detail=type(exc).__name__)
         METRICS.inc("http_starts_total")
         return self.json({"saga_id": saga_id, "correlation_id": correlation_id, "status": "accepted",
                           "status_url": f"/api/v1/saga/status/{saga_id}"}, status=202)
@@ -103,7 +131,7 @@ class SagaStatusView(View):
             return _error(self, 503, "no worker owns this saga's partition yet; retry shortly")
         except (aiohttp.ClientError, TimeoutError) as exc:
             return _error(self, 503, "the worker owning this saga did not answer; retry shortly",
-                          detail=repr(exc))
+                          detail=type(exc).__name__)
         raw = sagas.get(saga_id)
         if raw is None:
             if app.rebalancing or app.in_recovery:

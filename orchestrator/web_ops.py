@@ -21,6 +21,7 @@ from domain.messages import CancelRequested, RetryRequested
 from domain.state import SagaStatus
 from orchestrator.app import app, cfg
 from orchestrator.services import STORE, readiness
+from orchestrator.web import BadRequest, read_body
 from snapshots.errors import BadQuery, StoreUnavailable
 from snapshots.store import TERMINAL_STATUSES
 from streams.partner_saga import saga_events
@@ -39,7 +40,7 @@ def _error(view: View, status: int, message: str, **extra: Any) -> Response:
 
 def _unavailable(view: View, exc: StoreUnavailable) -> Response:
     return _error(view, 503, "snapshot store unavailable; live state is at /api/v1/saga/status/{id}",
-                  detail=str(exc))
+                  detail=exc.public)
 
 
 def _limit(request: Request) -> int:
@@ -134,7 +135,10 @@ class OperatorAction(View):
         if not hmac.compare_digest(given.encode(), f"Bearer {cfg.operator_token}".encode()):
             return _error(self, 401, "missing or wrong bearer token")
         reason = "cancelled by operator"
-        body = await request.read()
+        try:
+            body = await read_body(self, request)
+        except BadRequest as bad:
+            return bad.response
         if body:
             try:
                 doc = json.loads(body)
@@ -162,7 +166,7 @@ class OperatorAction(View):
         try:
             await (await saga_events.send(key=saga_id.encode(), value=env.model_dump_json().encode()))
         except KafkaError as exc:
-            return _error(self, 503, "cannot record the request in Kafka; retry", detail=repr(exc))
+            return _error(self, 503, "cannot record the request in Kafka; retry", detail=type(exc).__name__)
         return self.json({"accepted": True, "saga_id": saga_id, "request_id": request_id,
                           "status_before": known["status"] if known else None,
                           "existence_verified": verified,

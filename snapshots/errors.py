@@ -17,7 +17,14 @@ class SnapshotError(Exception):
 
 
 class StoreUnavailable(SnapshotError):
-    """PostgreSQL is down or unreachable (check DATABASE_URL, `make status`)."""
+    """PostgreSQL is down or unreachable (check DATABASE_URL, `make status`).
+
+    str(): for logs (the driver's words, the password taken out); `public`: for HTTP
+    answers, naming the component only, no host, user or database name."""
+
+    def __init__(self, message: str, public: str = "PostgreSQL unavailable") -> None:
+        super().__init__(message)
+        self.public = public
 
 
 class BadQuery(SnapshotError):

@@ -14,8 +14,10 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
+from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -91,8 +93,11 @@ _COLUMNS = ("saga_id, version, status, origin, correlation_id, partner_id, allia
             "created_at, updated_at")
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
 
 
 def encode_cursor(created_at: datetime, saga_id: str) -> str:
@@ -115,16 +120,28 @@ class SnapshotStore:
     def __init__(self, url: str, *, schema: str = "public", max_size: int = 4) -> None:
         self.url = url
         self.schema = schema
-        self._kwargs = {"autocommit": False, "connect_timeout": 2,
-                        "options": f"-c search_path={_quote(schema)}"}
+        self._secret = _password(url)
+        self._kwargs = {"autocommit": False, "connect_timeout": 2}
         # Reads (web requests) share a small pool; the mirror writes on a connection of its
         # own that it reopens at once when PostgreSQL returns (a pool would wait out its own
         # reconnection backoff, delaying the catch-up).
         # `check`: a pooled connection is tested before use, so the first read after a
         # PostgreSQL restart does not fail on a connection that died with the old server.
         self.pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False,
-                                        kwargs=self._kwargs, check=AsyncConnectionPool.check_connection)
+                                        kwargs=self._kwargs, configure=self._configure,
+                                        check=AsyncConnectionPool.check_connection)
         self._writer: psycopg.AsyncConnection[Any] | None = None
+
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Every new connection works in the snapshot schema."""
+        await conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(self.schema)))
+        await conn.commit()
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        text = f"PostgreSQL unavailable: {exc}".strip()
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        return StoreUnavailable(text)
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
@@ -138,6 +155,7 @@ class SnapshotStore:
         try:
             if self._writer is None or self._writer.closed:
                 self._writer = await psycopg.AsyncConnection.connect(self.url, **self._kwargs)
+                await self._configure(self._writer)
             return await fn(self._writer)
         except psycopg.DataError as exc:  # this data, not the database: the caller decides
             raise BadQuery(f"PostgreSQL refused the data: {exc}".strip()) from exc
@@ -145,7 +163,7 @@ class SnapshotStore:
             if self._writer is not None:
                 await self._writer.close()
             self._writer = None
-            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
+            raise self._unavailable(exc) from exc
 
     async def _run(self, fn: Any) -> Any:
         try:
@@ -155,7 +173,7 @@ class SnapshotStore:
             raise StoreUnavailable("snapshot tables not created yet (each worker creates them "
                                    "when PostgreSQL answers)") from exc
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
+            raise self._unavailable(exc) from exc
         except psycopg.DataError as exc:  # e.g. a NUL character in a query parameter
             raise BadQuery(f"invalid value: {exc}".strip()) from exc
         except TimeoutError as exc:  # pool could not get a connection
@@ -166,7 +184,8 @@ class SnapshotStore:
         async def go(conn: psycopg.AsyncConnection[Any]) -> int:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(4242001)")
-                await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(self.schema)}")
+                await conn.execute(
+                    pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(self.schema)))
                 await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
                                    "version integer PRIMARY KEY, applied_at timestamptz DEFAULT now())")
                 cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations")
@@ -206,7 +225,7 @@ class SnapshotStore:
             finally:
                 await conn.close()
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            raise StoreUnavailable(f"PostgreSQL unavailable: {exc}".strip()) from exc
+            raise self._unavailable(exc) from exc
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         async def go(conn: psycopg.AsyncConnection[Any]) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ datadir and web port, so tests can kill them (SIGKILL included) and start them a
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -146,7 +147,9 @@ class Worker:
 
     async def post(self, path: str, body: Any = None, *, raw: bytes | None = None,
                    headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        data = raw if raw is not None else json.dumps(body).encode()
+        data: Any = raw if raw is not None else json.dumps(body).encode()
+        if len(data) > 1024**2:
+            data = io.BytesIO(data)  # aiohttp warns about large raw bytes
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
             async with s.post(self.url + path, data=data,
                               headers={"Content-Type": "application/json", **(headers or {})}) as r:
