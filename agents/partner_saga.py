@@ -18,6 +18,8 @@ anywhere in between is the same replay.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +32,7 @@ from agents.dead_letters import dead_letter
 from bridges.pulsar_client import Outgoing
 from bridges.pulsar_outbound import OUTBOUND
 from domain import SagaState, decide, ids
-from domain.messages import Command
+from domain.messages import PARTICIPANT_EVENT_TYPES, Command
 from domain.state import Deadline
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
@@ -95,8 +97,12 @@ async def handle(event, done: Callable[[], Awaitable[None]]) -> None:  # type: i
         plan = await _plan(event)
     except Exception as exc:  # a bug, or a stored state that no longer parses
         log.exception("saga event at %s offset %d failed", event.message.tp, event.message.offset)
-        await dead_letter(event.value, f"cannot process: {exc!r}"[:1000],
-                          origin=saga_events.get_topic_name(), key=event.key)
+        original, origin = event.value, saga_events.get_topic_name()
+        with contextlib.suppress(ValueError):  # the participant's message as received, if any
+            envelope = SagaEnvelope.model_validate_json(event.value)
+            if envelope.raw is not None:
+                original, origin = envelope.raw.encode(), envelope.origin or origin
+        await dead_letter(original, f"cannot process: {exc!r}"[:1000], origin=origin, key=event.key)
         await done()
         return
     if plan is None:
@@ -118,7 +124,10 @@ async def _to_partner_index(envelope: SagaEnvelope) -> None:
     an HTTP-started saga): the partner index finds its saga, or dead-letters it."""
     ev = envelope.event
     fields = ev.model_dump(mode="json", exclude={"event_id", "saga_id", "correlation_id", "type"})
-    partner_id = fields["partner_id"]
+    # Events such as PartnerCreationFailed have no partner field of their own: the partner
+    # they were routed by is in the message as received.
+    received = json.loads(envelope.raw or "{}")
+    partner_id = fields.get("partner_id") or received.get("data", {}).get("partner_id")
     msg = PartnerRouted(type=ev.type, event_id=ev.event_id, saga_id=None, correlation_id=None,
                         partner_id=partner_id, fields=fields, raw=envelope.raw or "",
                         origin=envelope.origin or "", received_at=envelope.received_at or time.time(),
@@ -202,6 +211,12 @@ async def _plan(event) -> _Plan | None:  # type: ignore[no-untyped-def]
                  OUTBOUND.encode(decision.commands))
     if decision.outcome == "ignored":
         log.info("saga %s ignored %s %s: %s", saga_id, ev.type, ev.event_id, decision.reason)
+        if ev.type in PARTICIPANT_EVENT_TYPES:
+            # A reply the saga cannot use (stale, late, naming another partner): recorded in
+            # the saga (a redelivery is then a duplicate) and shown to operators, with why.
+            original = envelope.raw.encode() if envelope.raw is not None else event.value
+            await dead_letter(original, f"ignored by saga {saga_id}: {decision.reason}",
+                              origin=envelope.origin or topic, key=event.key, message_id=ev.event_id)
     for t in decision.transitions:
         METRICS.inc("transitions_total", to=t.to_status.value)
     for cmd in decision.commands:
