@@ -21,7 +21,8 @@ def create_app(cfg: Settings) -> faust.App:
         broker=cfg.kafka_broker_url,
         store=cfg.table_store,
         topic_partitions=cfg.topic_partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=cfg.topic_replication_factor,
+        producer_acks=-1,  # all in-sync replicas (Faust's default, said here on purpose)
         # At-least-once with idempotent transitions; Faust's exactly_once has open
         # rebalance bugs (see docs/design.md).
         processing_guarantee="at_least_once",

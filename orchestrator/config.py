@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     kafka_broker_url: str = Field("kafka://localhost:9092", alias="KAFKA_BROKER_URL")
     app_id: str = Field("saga-orchestrator", alias="APP_ID", min_length=1)
     topic_partitions: int = Field(8, alias="TOPIC_PARTITIONS", ge=1, le=1024)
+    # Replicas of every Kafka topic the worker creates (a multi-broker cluster: 3). With more
+    # than one, min.insync.replicas is set on them too (TOPIC_MIN_INSYNC_REPLICAS, default
+    # RF - 1 capped at 2), and Faust produces with acks=all.
+    topic_replication_factor: int = Field(1, alias="TOPIC_REPLICATION_FACTOR", ge=1, le=7)
+    topic_min_insync_replicas: int | None = Field(None, alias="TOPIC_MIN_INSYNC_REPLICAS", ge=1, le=7)
     table_store: str = Field("rocksdb://", alias="TABLE_STORE")
     session_timeout_s: float = Field(10.0, alias="KAFKA_SESSION_TIMEOUT", gt=1, le=300)
     heartbeat_interval_s: float = Field(1.0, alias="KAFKA_HEARTBEAT_INTERVAL", gt=0, le=30)
@@ -157,6 +162,13 @@ class Settings(BaseSettings):
             import uvloop
 
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+    @property
+    def min_insync_replicas(self) -> int | None:
+        """min.insync.replicas for the topics the worker creates (None: the broker's)."""
+        if self.topic_min_insync_replicas is not None:
+            return self.topic_min_insync_replicas
+        return min(2, self.topic_replication_factor - 1) if self.topic_replication_factor > 1 else None
 
     def pulsar_topic(self, name: str) -> str:
         return name if "://" in name else f"persistent://public/default/{name}"

@@ -59,7 +59,9 @@ async def ensure_topics(cfg: Settings) -> None:
         await admin.start()
         wanted = kafka_topics(cfg)
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, cfg.topic_partitions, 1, topic_configs=conf)
+        insync = {"min.insync.replicas": str(cfg.min_insync_replicas)} if cfg.min_insync_replicas else {}
+        missing = [NewTopic(name, cfg.topic_partitions, cfg.topic_replication_factor,
+                            topic_configs={**conf, **insync})
                    for name, conf in wanted.items() if name not in existing]
         if missing:
             try:

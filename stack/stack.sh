@@ -5,7 +5,8 @@
 #
 #   stack/stack.sh up|down|status|logs|clean [component...]
 #
-# Components: kafka pulsar postgres (default: all). Every `up` is idempotent and waits,
+# Components: kafka pulsar postgres (default: all); kafka3, a three-node Kafka cluster for
+# the fault harness, only when named. Every `up` is idempotent and waits,
 # bounded, until each component answers. Ports and paths are overridable by environment.
 set -euo pipefail
 
@@ -14,6 +15,10 @@ STACK_DIR="${STACK_DIR:-$ROOT/.stack}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_HEAP="${KAFKA_HEAP:--Xms256m -Xmx1g}"
+# The three-node cluster (`up kafka3`): node n listens on KAFKA3_PORT + 2(n-1), its controller
+# one port above.
+KAFKA3_PORT="${KAFKA3_PORT:-19092}"
+KAFKA3_HEAP="${KAFKA3_HEAP:--Xms128m -Xmx512m}"
 PULSAR_PORT="${PULSAR_PORT:-6650}"
 PULSAR_WEB_PORT="${PULSAR_WEB_PORT:-8080}"
 PULSAR_IMPL="${PULSAR_IMPL:-apache}"
@@ -132,6 +137,66 @@ kafka_up() {
 kafka_version() { sed -n 's/.*<kafka.version>\(.*\)<\/kafka.version>.*/\1/p' "$ROOT/stack/kafka/pom.xml"; }
 
 kafka_down() { stop_pidfile kafka "$RUN/kafka.pid" kafka.Kafka; }
+
+# ---------------------------------------------------------------- kafka3
+# Three KRaft nodes (broker + controller each), replication factor 3, min.insync.replicas 2:
+# the shape a production cluster has. Not part of the default stack; the fault harness
+# (make chaos, scenario kafka3) starts it, kills a node with SIGKILL under load, stops it.
+kafka3_port() { echo $((KAFKA3_PORT + 2 * ($1 - 1))); }
+
+kafka3_up() {
+    command -v java >/dev/null 2>&1 || die "Java is missing: Kafka needs a JDK 17+. Install it: apt-get install -y openjdk-17-jdk-headless"
+    kafka_resolve
+    local cp; cp="$(kafka_lib)/*"
+    local voters="" n
+    for n in 1 2 3; do voters+="${voters:+,}$n@127.0.0.1:$(($(kafka3_port "$n") + 1))"; done
+    local cluster_file="$STACK_DIR/kafka3/cluster-id"
+    mkdir -p "$STACK_DIR/kafka3"
+    [[ -f "$cluster_file" ]] || java -cp "$cp" kafka.tools.StorageTool random-uuid >"$cluster_file" 2>/dev/null
+    for n in 1 2 3; do
+        local pidfile="$RUN/kafka3-$n.pid" data="$STACK_DIR/kafka3/data-$n" conf="$STACK_DIR/kafka3/node-$n.properties"
+        local port; port="$(kafka3_port "$n")"
+        if pid_alive "$pidfile" kafka.Kafka; then continue; fi
+        refuse_busy_port "kafka3 node $n" "$port"
+        mkdir -p "$data"
+        sed -e "s#@NODE_ID@#$n#g" -e "s#@KAFKA_PORT@#$port#g" -e "s#@KAFKA_CONTROLLER_PORT@#$((port + 1))#g" \
+            -e "s#@VOTERS@#$voters#g" -e "s#@DATA@#$data#g" "$ROOT/stack/kafka/cluster.properties" >"$conf"
+        if [[ ! -f "$data/meta.properties" ]]; then
+            java -cp "$cp" kafka.tools.StorageTool format -t "$(cat "$cluster_file")" -c "$conf" \
+                >"$LOGS/kafka3-format-$n.log" 2>&1 || die "formatting kafka3 node $n failed; see $LOGS/kafka3-format-$n.log"
+        fi
+        # shellcheck disable=SC2086
+        nohup java $KAFKA3_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
+            -Dlog4j2.configurationFile="$ROOT/stack/kafka/log4j2.yaml" \
+            -cp "$cp" kafka.Kafka "$conf" >"$LOGS/kafka3-$n.log" 2>&1 </dev/null &
+        echo $! >"$pidfile"
+    done
+    for n in 1 2 3; do
+        local i
+        for ((i = 0; i < WAIT_SECONDS * 4; i++)); do
+            grep -q "Kafka Server started" "$LOGS/kafka3-$n.log" 2>/dev/null && break
+            pid_alive "$RUN/kafka3-$n.pid" kafka.Kafka || die "kafka3 node $n exited during start-up; see $LOGS/kafka3-$n.log"
+            sleep 0.25
+        done
+        grep -q "Kafka Server started" "$LOGS/kafka3-$n.log" || die "kafka3 node $n did not start within ${WAIT_SECONDS}s; see $LOGS/kafka3-$n.log"
+    done
+    say "kafka3 up: Apache Kafka $(kafka_version), 3 KRaft nodes on 127.0.0.1:$(kafka3_port 1),$(kafka3_port 2),$(kafka3_port 3) (replication factor 3, min.insync.replicas 2)"
+}
+
+kafka3_down() {
+    # Its data is thrown away (a fresh cluster each time: it only serves the fault harness),
+    # so no controlled shutdown, which a node that lost its quorum peers would wait out.
+    local n pid
+    for n in 1 2 3; do
+        if pid_alive "$RUN/kafka3-$n.pid" kafka.Kafka; then
+            pid="$(cat "$RUN/kafka3-$n.pid")"; kill -9 "$pid" 2>/dev/null || true
+            while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+        fi
+        rm -f "$RUN/kafka3-$n.pid"
+    done
+    rm -rf "$STACK_DIR/kafka3"
+    say "kafka3 stopped"
+}
 
 # ---------------------------------------------------------------- pulsar
 pulsar_lite_bin() {
@@ -296,18 +361,19 @@ main() {
     local comps=("$@"); [[ ${#comps[@]} -gt 0 ]] || comps=(kafka pulsar postgres)
     mkdir -p "$LOGS" "$RUN" "$CACHE"
     case "$cmd" in
-        up) for c in "${comps[@]}"; do case $c in kafka) kafka_up ;; pulsar) pulsar_up ;; postgres) pg_up ;; *) die "unknown component $c" ;; esac; done ;;
-        down) for c in "${comps[@]}"; do case $c in kafka) kafka_down ;; pulsar) pulsar_down ;; postgres) pg_down ;; *) die "unknown component $c" ;; esac; done ;;
+        up) for c in "${comps[@]}"; do case $c in kafka) kafka_up ;; kafka3) kafka3_up ;; pulsar) pulsar_up ;; postgres) pg_up ;; *) die "unknown component $c" ;; esac; done ;;
+        down) for c in "${comps[@]}"; do case $c in kafka) kafka_down ;; kafka3) kafka3_down ;; pulsar) pulsar_down ;; postgres) pg_down ;; *) die "unknown component $c" ;; esac; done ;;
         status) cmd_status ;;
         logs) exec tail -n 50 -F "$LOGS"/*.log ;;
         clean)
             main down
+            kafka3_down
             rm -rf "$STACK_DIR/kafka" "$STACK_DIR/pulsar" "$STACK_DIR/data/pulsar-apache" "$STACK_DIR/conf" "$LOGS" "$RUN" \
                 "$STACK_DIR/workers"
             if [[ -L "$STACK_DIR/postgres" ]]; then rm -rf "$(readlink "$STACK_DIR/postgres")"; fi
             rm -rf "$STACK_DIR/postgres"
             say "local data removed (the jar cache in $CACHE is kept)" ;;
-        *) die "usage: stack.sh up|down|status|logs|clean [kafka|pulsar|postgres ...]" ;;
+        *) die "usage: stack.sh up|down|status|logs|clean [kafka|pulsar|postgres|kafka3 ...]" ;;
     esac
 }
 
