@@ -7,7 +7,7 @@ WEB_PORT ?= 6066
 PYTEST_ARGS ?=
 
 .PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit bench lint \
-        browser snapshots-rebuild tables-restore bench-e2e bench-agent bench-tick bench-timeouts bench-retention bench-charts \
+        browser snapshots-rebuild tables-restore chaos bench-e2e bench-agent bench-tick bench-timeouts bench-retention bench-charts \
         compose-config compose-up compose-down
 
 help: ## list the targets
@@ -77,6 +77,9 @@ bench-e2e: dev-up ## end-to-end saga throughput and latency, against a pass-thro
 
 bench-timeouts: dev-up ## RevertPartner lag after the deadline, 500 silent sagas timing out together (SAGAS=500)
 	@$(UV) run --no-sync python -m benchmarks.timeout_burst --sagas $${SAGAS:-500} $${JSON:+--json $$JSON}
+
+chaos: dev-up ## the fault harness: every scenario under load, one table (ONLY=kill,kafka,pulsar,postgres,duplicates,hostile RATE=40 DURATION=30)
+	@$(UV) run --no-sync python -m chaos --rate $${RATE:-40} --seconds $${DURATION:-30} $${ONLY:+--only $$ONLY}
 
 bench-retention: dev-up ## RSS and recovery time with SAGAS=1000000 finished sagas stored, and after retention removed them
 	@$(UV) run --no-sync python -m benchmarks.retention --sagas $${SAGAS:-1000000} $${JSON:+--json $$JSON}

@@ -128,25 +128,18 @@ def _pulsar_impl() -> str:
     return "unknown"
 
 
-async def drop_run_leftovers(app_id: str) -> None:
-    """Delete a benchmark worker's Kafka topics (`<app_id>-*`) and its PostgreSQL snapshot
-    schema, so repeated runs do not leave the one-node broker thousands of partitions to look
-    after (as the tests' `names` fixture does). Best effort: a failure is printed, not raised."""
+async def drop_run_leftovers(app_id: str, bootstrap: str | None = None) -> None:
+    """Delete a run's Kafka topics (`<app_id>-*`) and its PostgreSQL snapshot schema, so
+    repeated runs do not leave the one-node broker thousands of partitions to look after (as
+    the tests' `names` fixture does). Best effort: a failure is printed, not raised."""
     import psycopg
-    from aiokafka.admin import AIOKafkaAdminClient
 
-    from tests.support.stack import KAFKA, PG_URL
+    from tests.support.stack import KAFKA, PG_URL, drop_topics
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
     try:
-        await admin.start()
-        mine = [t for t in await admin.list_topics() if t.startswith(f"{app_id}-")]
-        if mine:
-            await admin.delete_topics(mine)
+        await drop_topics(app_id, bootstrap or KAFKA)
     except Exception as exc:
         print(f"(could not delete the Kafka topics {app_id}-*: {exc!r})")
-    finally:
-        await admin.close()
     try:
         async with await psycopg.AsyncConnection.connect(PG_URL) as conn:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{app_id}" CASCADE')

@@ -61,6 +61,9 @@ class Behaviour:
     lose_alliance_reply: float = 0.0
     echo_sagaid: bool = False
     duplicate_replies: bool = False  # publish every reply twice (same event id): redelivery
+    # Delay each reply (each copy, with duplicate_replies) by a stable pseudo-random time in
+    # [0, reorder_window_s): replies overtake one another, as on a redelivering broker.
+    reorder_window_s: float = 0.0
 
 
 @dataclass
@@ -123,10 +126,21 @@ class Participants:
     async def publish(self, topic: str, payload: bytes, key: str | None = None) -> None:
         await self._producers[topic].send(payload, partition_key=key)
 
+    async def _publish_late(self, topic: str, payload: bytes, key: str, copy: int) -> None:
+        window = self.behaviour.reorder_window_s
+        if window:
+            await asyncio.sleep(window * _share(hashlib.blake2b(payload).hexdigest(), f"reorder:{copy}"))
+        await self.publish(topic, payload, key)
+
     async def _serve(self, consumer: apulsar.Consumer) -> None:
         pending: set[asyncio.Task[None]] = set()
         while True:
-            msg = await consumer.receive()
+            try:  # Pulsar may be down for a while: wait for the client to reconnect
+                msg = await consumer.receive()
+            except (pulsar.PulsarException, apulsar.PulsarException) as exc:
+                log.warning("simulator: receive failed (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
             t = asyncio.ensure_future(self._handle(consumer, msg))
             pending.add(t)
             t.add_done_callback(pending.discard)
@@ -143,14 +157,16 @@ class Participants:
             reply = self._reply_for(ce)
             if reply is not None:
                 topic, payload, key = reply
-                await self.publish(topic, payload, key)
-                if self.behaviour.duplicate_replies:
-                    await self.publish(topic, payload, key)
+                copies = 2 if self.behaviour.duplicate_replies else 1
+                await asyncio.gather(*(self._publish_late(topic, payload, key, n) for n in range(copies)))
         except Exception:
             log.exception("simulator failed on %s; will be redelivered", msg.message_id())
             await consumer.negative_acknowledge(msg)
             return
-        await consumer.acknowledge(msg)
+        try:
+            await consumer.acknowledge(msg)
+        except (pulsar.PulsarException, apulsar.PulsarException):
+            pass  # redelivered after Pulsar returns, and answered again from _replies
 
     def _reply_for(self, ce: dict[str, Any]) -> tuple[str, bytes, str] | None:
         cmd_id, ctype, data = ce["id"], ce["type"], ce.get("data") or {}

@@ -6,13 +6,18 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 
 from simulators.participants import Behaviour, Participants
 from tests.support.pulsar import Tap, connect
-from tests.support.stack import KAFKA, PULSAR_URL, require_stack
+from tests.support.stack import PULSAR_URL, drop_topics, require_stack
 from tests.support.worker import Names, Worker
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that stop parts of the stack (tests/e2e/test_faults.py) run last, so that no
+    other test meets a broker that is just coming back."""
+    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
 
 
 @pytest.fixture(scope="session")
@@ -26,16 +31,10 @@ async def names() -> AsyncIterator[Names]:
     session does not leave the one-node broker with thousands of partitions to look after."""
     n = Names()
     yield n
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
     try:
-        await admin.start()
-        mine = [t for t in await admin.list_topics() if t.startswith(f"{n.app_id}-")]
-        if mine:
-            await admin.delete_topics(mine)
+        await drop_topics(n.app_id)
     except KafkaConnectionError:
         pass  # the stack is down (a test about that failed already); nothing to tidy
-    finally:
-        await admin.close()
 
 
 @pytest.fixture

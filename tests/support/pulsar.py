@@ -50,9 +50,16 @@ class Tap:
     async def _run(self) -> None:
         assert self._consumer is not None
         while True:
-            msg = await self._consumer.receive()
+            try:  # Pulsar may be down for a while (the fault harness stops it)
+                msg = await self._consumer.receive()
+            except (pulsar.PulsarException, apulsar.PulsarException):
+                await asyncio.sleep(0.5)
+                continue
             self.messages.append(TappedMessage(msg.data(), dict(msg.properties()), time.time()))
-            await self._consumer.acknowledge(msg)
+            try:
+                await self._consumer.acknowledge(msg)
+            except (pulsar.PulsarException, apulsar.PulsarException):
+                pass  # redelivered later: a copy (same CloudEvents id), which readers dedupe
 
     def events(self) -> list[dict[str, Any]]:
         return [m.json() for m in self.messages]

@@ -6,7 +6,7 @@ import os
 import socket
 from urllib.parse import urlsplit
 
-__all__ = ["KAFKA", "KAFKA_URL", "PG_URL", "PULSAR_ADMIN_URL", "PULSAR_URL", "require_stack"]
+__all__ = ["KAFKA", "KAFKA_URL", "PG_URL", "PULSAR_ADMIN_URL", "PULSAR_URL", "drop_topics", "require_stack"]
 
 KAFKA_URL = os.environ.get("KAFKA_BROKER_URL", "kafka://127.0.0.1:9092")
 KAFKA = f"{urlsplit(KAFKA_URL).hostname}:{urlsplit(KAFKA_URL).port}"
@@ -31,3 +31,19 @@ def require_stack() -> None:
     if missing:
         raise RuntimeError(f"the local stack is not up ({', '.join(missing)} not answering): "
                            "run `make dev-up` (make test does it for you)")
+
+
+async def drop_topics(app_id: str, bootstrap: str = KAFKA) -> None:
+    """Delete the Kafka topics `<app_id>-*` of a test, a benchmark or a chaos scenario, so that
+    a long session does not leave the one-node broker thousands of partitions to look after.
+    Raises aiokafka's KafkaError when Kafka does not answer."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        mine = [t for t in await admin.list_topics() if t.startswith(f"{app_id}-")]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()

@@ -1,0 +1,1 @@
+"""The fault harness: sagas under load while workers, brokers and the database fail."""
