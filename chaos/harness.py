@@ -22,11 +22,10 @@ the tests (tests/e2e/test_faults.py) assert outcomes only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -168,6 +167,7 @@ class World:
     lifecycle: Tap | None = None
     dead: Tap | None = None
     started: dict[str, str] = field(default_factory=dict)  # saga id -> expected end
+    keep: bool = True  # the workers' data and logs, after the scenario (run() clears it when clean)
     _client: Any = None
     _sends: list[asyncio.Future[Any]] = field(default_factory=list)
 
@@ -195,6 +195,8 @@ class World:
         url = self.env.get("KAFKA_BROKER_URL", KAFKA_URL)
         await drop_run_leftovers(self.names.app_id, ",".join(
             f"{urlsplit(u).hostname}:{urlsplit(u).port}" for u in url.split(";")))
+        if not self.keep:
+            shutil.rmtree(self.folder, ignore_errors=True)
         for tap in (self.lifecycle, self.dead):
             if tap is not None:
                 await tap.stop()
@@ -328,22 +330,7 @@ async def run(scenario: str, fault: Fault | None, *, rate: float, seconds: float
             note = f"{note}; {await after(w, fault_end)}"
         row = outcome(scenario, w.started, w.lifecycle)  # type: ignore[arg-type]
         row.recovery_s, row.note = recovery, note
-        if not row.clean:
-            for worker in w.workers:
-                log.error("%s: worker %s log at %s", scenario, worker.name, worker.log_path)
+        w.keep = not row.clean
+        for worker in w.workers if w.keep else ():
+            log.error("%s: worker %s log at %s", scenario, worker.name, worker.log_path)
         return row
-
-
-def dead_letters_of(world: World) -> list[dict[str, Any]]:
-    assert world.dead is not None
-    return [{"reason": m.properties.get("reason", ""), "data": m.data} for m in world.dead.messages]
-
-
-def dumps(rows: list[Row]) -> str:
-    return json.dumps([vars(r) for r in rows], indent=2)
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    logging.getLogger("pulsar").setLevel(logging.ERROR)
-    yield
