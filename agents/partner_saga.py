@@ -99,9 +99,7 @@ async def handle(event, done: Callable[[], Awaitable[None]]) -> None:  # type: i
         log.exception("saga event at %s offset %d failed", event.message.tp, event.message.offset)
         original, origin = event.value, saga_events.get_topic_name()
         with contextlib.suppress(ValueError):  # the participant's message as received, if any
-            envelope = SagaEnvelope.model_validate_json(event.value)
-            if envelope.raw is not None:
-                original, origin = envelope.raw.encode(), envelope.origin or origin
+            original, origin = _as_received(event, SagaEnvelope.model_validate_json(event.value))
         await dead_letter(original, f"cannot process: {exc!r}"[:1000], origin=origin, key=event.key)
         await done()
         return
@@ -114,9 +112,17 @@ async def handle(event, done: Callable[[], Awaitable[None]]) -> None:  # type: i
         raise StoreFailed(f"storing saga {plan.saga_id} (event at {event.message.tp} offset "
                           f"{event.message.offset}) failed: {exc!r}") from exc
     if plan.commands:
-        await OUTBOUND.send(plan.commands, done, plan.outgoing)
+        await OUTBOUND.send(plan.commands, plan.outgoing, done)
     else:
         await done()
+
+
+def _as_received(event, envelope: SagaEnvelope) -> tuple[bytes, str]:  # type: ignore[no-untyped-def]
+    """What a dead letter of this event carries: the participant's message as it came in,
+    and where from; for the orchestrator's own events, the event and its topic."""
+    if envelope.raw is not None:
+        return envelope.raw.encode(), envelope.origin or saga_events.get_topic_name()
+    return event.value, envelope.origin or saga_events.get_topic_name()
 
 
 async def _to_partner_index(envelope: SagaEnvelope) -> None:
@@ -191,9 +197,9 @@ async def _plan(event) -> _Plan | None:  # type: ignore[no-untyped-def]
         await _to_partner_index(envelope)
         return None
     if decision.outcome == "rejected":
-        original = envelope.raw.encode() if envelope.raw is not None else event.value
-        await dead_letter(original, f"no saga to match: {decision.reason}",
-                          origin=envelope.origin or topic, key=event.key, message_id=ev.event_id)
+        original, origin = _as_received(event, envelope)
+        await dead_letter(original, f"no saga to match: {decision.reason}", origin=origin, key=event.key,
+                          message_id=ev.event_id)
         return None
     new = decision.state
     assert new is not None
@@ -214,9 +220,9 @@ async def _plan(event) -> _Plan | None:  # type: ignore[no-untyped-def]
         if ev.type in PARTICIPANT_EVENT_TYPES:
             # A reply the saga cannot use (stale, late, naming another partner): recorded in
             # the saga (a redelivery is then a duplicate) and shown to operators, with why.
-            original = envelope.raw.encode() if envelope.raw is not None else event.value
-            await dead_letter(original, f"ignored by saga {saga_id}: {decision.reason}",
-                              origin=envelope.origin or topic, key=event.key, message_id=ev.event_id)
+            original, origin = _as_received(event, envelope)
+            await dead_letter(original, f"ignored by saga {saga_id}: {decision.reason}", origin=origin,
+                              key=event.key, message_id=ev.event_id)
     for t in decision.transitions:
         METRICS.inc("transitions_total", to=t.to_status.value)
     for cmd in decision.commands:

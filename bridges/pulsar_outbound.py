@@ -145,14 +145,12 @@ class Outbound:
         return [(TOPIC_FOR[c.destination], encode_command(c), {"sagaid": c.saga_id, "type": c.type},
                  c.saga_id) for c in commands]
 
-    async def send(self, commands: Sequence[Command], ack: Callable[[], Awaitable[object]],
-                   items: list[Outgoing] | None = None) -> None:
-        """Hand over `commands` (`items`: their messages, if already encoded); `ack` runs
-        once Pulsar has them all. Returns at once, or, with BRIDGE_MAX_IN_FLIGHT events
-        already waiting for Pulsar, once there is room. Commands leave in hand-over order,
-        unless a send fails: its retry, after a backoff, may leave after later commands."""
-        if items is None:
-            items = self.encode(commands)
+    async def send(self, commands: Sequence[Command], items: list[Outgoing],
+                   ack: Callable[[], Awaitable[object]]) -> None:
+        """Hand over `commands`, as `items` (their messages, from `encode`); `ack` runs once
+        Pulsar has them all. Returns at once, or, with BRIDGE_MAX_IN_FLIGHT events already
+        waiting for Pulsar, once there is room. Commands leave in hand-over order, unless a
+        send fails: its retry, after a backoff, may leave after later commands."""
         while self._waiting >= self._max:
             self._room.clear()
             await self._room.wait()

@@ -241,8 +241,8 @@ class World:
             due = int(rate * elapsed)
             for _ in range(due - n):
                 pid = str(uuid.UUID(int=rng.getrandbits(128)))
-                self.started[ids.saga_id_for_partner(pid)] = expected_end(ids.saga_id_for_partner(pid),
-                                                                          self.behaviour)
+                saga_id = ids.saga_id_for_partner(pid)
+                self.started[saga_id] = expected_end(saga_id, self.behaviour)
                 payload = partner_created(pid, n)
                 window += [(payload, pid)] * (2 if twice else 1)
                 n += 1

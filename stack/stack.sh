@@ -267,7 +267,8 @@ pg_install() {
 }
 
 as_pg() { # run a command as the postgres user when we are root (the server refuses root)
-    if [[ "$(id -u)" -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+    # From /: the postgres user may not enter the checkout (a mode-700 temporary clone).
+    if [[ "$(id -u)" -eq 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 pg_datadir() {
