@@ -5,8 +5,8 @@ Each consumes its command topic and answers on its event topic, like the real se
 - fails or stays silent for a configurable share of commands, chosen by a hash of the
   saga id, so a run's outcome is reproducible and countable;
 - echoes `correlationid` and, only if asked, `sagaid` (real services may not);
-- keeps the partners and alliances it made (`live_partners`, `live_alliances`), so a test
-  can check that a compensated saga left nothing behind; an undo finds what to undo by the
+- keeps the partners and alliances it made (`live_alliances` lists the alliances), so a
+  test can check that a compensated saga left nothing behind; an undo finds what to undo by the
   id it names or by the command ids that may have made it, and answers an undo of nothing
   with success.
 
@@ -102,10 +102,6 @@ class Participants:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
-
-    @property
-    def live_partners(self) -> set[str]:
-        return {partner for partner, _ in self._partners.values()}
 
     @property
     def live_alliances(self) -> set[tuple[str, str]]:
