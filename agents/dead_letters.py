@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 
 from faust.types import RecordMetadata
 
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 async def dead_letter(original: bytes, reason: str, *, origin: str, key: bytes | None = None,
-                      message_id: str = "") -> asyncio.Future[RecordMetadata]:
+                      message_id: str = "") -> Awaitable[RecordMetadata]:
     """Queue `original` (as received) with its reason; return the future of Kafka's
     acknowledgement. In an agent, the producer flush before the offset commit makes it
     durable before the source offset moves on; the Pulsar bridge awaits the future."""

@@ -8,6 +8,7 @@ already has, which records it as a duplicate.
 
 from __future__ import annotations
 
+from faust.types import StreamT
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
@@ -24,7 +25,7 @@ __all__ = ["route_partner_events"]
 
 
 @app.agent(partner_routing, name="partner-routing")
-async def route_partner_events(stream):  # type: ignore[no-untyped-def]
+async def route_partner_events(stream: StreamT[bytes]) -> None:
     async for event in stream.events():
         try:
             msg = PartnerRouted.model_validate_json(event.value)

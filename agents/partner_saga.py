@@ -24,7 +24,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
+import faust
+from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
 from agents.acks import InOrderAcks
@@ -75,8 +78,10 @@ class _Plan:
 
 
 @app.agent(saga_events, name="partner-saga")
-async def run_sagas(stream):  # type: ignore[no-untyped-def]
-    events = stream.noack()  # acknowledged below, once what they produced is durable
+async def run_sagas(stream: StreamT[bytes]) -> None:
+    # Acknowledged below, once what they produced is durable. (An agent's stream is a
+    # faust.Stream: StreamT does not declare noack().)
+    events = cast("faust.Stream[bytes]", stream).noack()
     acks = InOrderAcks(events.ack, partition_of=lambda event: event.message.tp,
                        on_change=lambda n: METRICS.set("events_unacknowledged", n))
     async for event in events.events():
@@ -90,7 +95,7 @@ async def run_sagas(stream):  # type: ignore[no-untyped-def]
             return
 
 
-async def handle(event, done: Callable[[], Awaitable[None]]) -> None:  # type: ignore[no-untyped-def]
+async def handle(event: EventT[bytes], done: Callable[[], Awaitable[None]]) -> None:
     """One saga event: plan (nothing written yet), store, hand the commands to Pulsar; `done`
     acknowledges it. Raises StoreFailed, without acknowledging, when the store fails."""
     try:
@@ -117,7 +122,7 @@ async def handle(event, done: Callable[[], Awaitable[None]]) -> None:  # type: i
         await done()
 
 
-def _as_received(event, envelope: SagaEnvelope) -> tuple[bytes, str]:  # type: ignore[no-untyped-def]
+def _as_received(event: EventT[bytes], envelope: SagaEnvelope) -> tuple[bytes, str]:
     """What a dead letter of this event carries: the participant's message as it came in,
     and where from; for the orchestrator's own events, the event and its topic."""
     if envelope.raw is not None:
@@ -142,7 +147,7 @@ async def _to_partner_index(envelope: SagaEnvelope) -> None:
     await partner_routing.send(key=partner_id.encode(), value=msg.model_dump_json().encode())
 
 
-async def _forget(event) -> None:  # type: ignore[no-untyped-def]
+async def _forget(event: EventT[bytes]) -> None:
     """Retention: each saga named leaves the live tables (a tombstone in the changelog) if it
     is still finished at the version the retention timer saw; its snapshot stays."""
     try:
@@ -169,7 +174,7 @@ async def _forget(event) -> None:  # type: ignore[no-untyped-def]
             await partner_routing.send(key=partner_id.encode(), value=forget.model_dump_json().encode())
 
 
-async def _plan(event) -> _Plan | None:  # type: ignore[no-untyped-def]
+async def _plan(event: EventT[bytes]) -> _Plan | None:
     """Decide one saga event; return what to store and send, or None when the event was
     handled otherwise (dead-lettered, sent to the partner index, a retention message)."""
     if event.value.startswith(ForgetSaga.PREFIX):

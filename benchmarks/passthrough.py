@@ -9,6 +9,8 @@ keys and values, the same consumer transport); one agent that sends every value 
 
 from __future__ import annotations
 
+from faust.types import StreamT
+
 from orchestrator.app import create_app
 from orchestrator.config import settings
 
@@ -20,7 +22,7 @@ sink = app.topic(f"{cfg.app_id}-out", key_type=bytes, value_type=bytes)
 
 
 @app.agent(source, name="pass-through")
-async def pass_through(stream):  # type: ignore[no-untyped-def]
+async def pass_through(stream: StreamT[bytes]) -> None:
     async for event in stream.events():
         await sink.send(key=event.key, value=event.value)
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import pulsar
-from faust.types import RecordMetadata
+from faust.types import RecordMetadata, TopicT
 
 from agents.dead_letters import dead_letter
 from bridges.pulsar_client import PulsarLink
@@ -35,7 +36,7 @@ SUBSCRIBED: set[str] = set()
 
 
 async def route(raw: bytes, origin: str, message_id: str,
-                received_at: float) -> asyncio.Future[RecordMetadata]:
+                received_at: float) -> Awaitable[RecordMetadata]:
     """Write one received message to Kafka; return the future of Kafka's acknowledgement."""
     try:
         key, topic, value = _routed(decode_inbound(raw), origin, received_at)
@@ -49,7 +50,7 @@ async def route(raw: bytes, origin: str, message_id: str,
     return await topic.send(key=key, value=value)
 
 
-def _routed(inbound: Inbound, origin: str, received_at: float) -> tuple[bytes, Any, bytes]:
+def _routed(inbound: Inbound, origin: str, received_at: float) -> tuple[bytes, TopicT | None, bytes]:
     """(key, Kafka topic, value) for a decoded event; topic None means a dead letter (value:
     the reason). Pure: encoding only, nothing sent."""
     hop = first_hop(inbound)
@@ -67,13 +68,13 @@ def _routed(inbound: Inbound, origin: str, received_at: float) -> tuple[bytes, A
 
 
 def _to_saga(inbound: Inbound, saga_id: str, origin: str, received_at: float, *,
-             by_partner: bool = False) -> tuple[bytes, Any, bytes]:
+             by_partner: bool = False) -> tuple[bytes, TopicT, bytes]:
     env = SagaEnvelope(event=inbound.event(saga_id), raw=inbound.text, origin=origin,
                        received_at=received_at, by_partner=by_partner)
     return saga_id.encode(), saga_events, env.model_dump_json().encode()
 
 
-async def _settle(consumer: Any, msg: pulsar.Message, written: asyncio.Future[RecordMetadata],
+async def _settle(consumer: Any, msg: pulsar.Message, written: Awaitable[RecordMetadata],
                   slots: asyncio.Semaphore) -> None:
     try:
         await written

@@ -21,6 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
+
+import faust
+from faust.types import StreamT
 
 from agents.dead_letters import dead_letter
 from bridges.pulsar_client import Outgoing, is_permanent, result_name
@@ -199,10 +203,11 @@ async def send_outbound() -> None:
 
 
 @app.agent(dead_letters, name="dead-letter-outbound")
-async def forward_dead_letters(stream):  # type: ignore[no-untyped-def]
+async def forward_dead_letters(stream: StreamT[bytes]) -> None:
     topic = cfg.pulsar_topic(cfg.dead_letter_topic)
-    async for events in stream.take_events(BATCH, within=WITHIN_S):
-        items = []
+    # An agent's stream is a faust.Stream: StreamT does not declare take_events().
+    async for events in cast("faust.Stream[bytes]", stream).take_events(BATCH, within=WITHIN_S):
+        items: list[Outgoing] = []
         for ev in events:
             headers = {k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v))
                        for k, v in (ev.headers or {}).items()}

@@ -126,8 +126,8 @@ def print_table(rows: list[Row]) -> None:
     for r in rows:
         if r.note:
             print(f"{r.scenario}: {r.note}")
-        for line in r.odd:
-            print(f"{r.scenario}: {line}")
+        for odd in r.odd:
+            print(f"{r.scenario}: {odd}")
 
 
 STACK_DIR = Path(os.environ.get("STACK_DIR", ROOT / ".stack"))
@@ -328,7 +328,8 @@ async def run(scenario: str, fault: Fault | None, *, rate: float, seconds: float
         await w.settle(settle_s)
         if after is not None and fault is not None:
             note = f"{note}; {await after(w, fault_end)}"
-        row = outcome(scenario, w.started, w.lifecycle)  # type: ignore[arg-type]
+        assert w.lifecycle is not None  # tapped on entering the World
+        row = outcome(scenario, w.started, w.lifecycle)
         row.recovery_s, row.note = recovery, note
         w.keep = not row.clean
         for worker in w.workers if w.keep else ():

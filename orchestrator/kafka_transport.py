@@ -21,11 +21,12 @@ until the buffer ebbs (faust-streaming issue 173).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import ProducerT
+from mode import Service
 
 __all__ = ["CHANGELOG_BUFFER_MAX", "SagaApp", "Transport"]
 
@@ -45,9 +46,11 @@ class SagaApp(faust.App):
 
     async def maybe_start_producer(self) -> ProducerT:
         producer = self.producer
-        if not self.in_transaction and producer._started.is_set():
+        # Faust's producers are mode Services (ProducerT does not declare `_started`).
+        if not self.in_transaction and cast(Service, producer)._started.is_set():
             return producer  # the common case, without @stampede's three loop turns
-        return await super().maybe_start_producer()
+        started: ProducerT = await super().maybe_start_producer()  # @stampede is untyped
+        return started
 
     def _new_producer(self) -> ProducerT:
         producer = super()._new_producer()
@@ -59,7 +62,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its Fetcher.
-        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms
+        consumer._fetch_max_wait_ms = cast(SagaApp, self.app).fetch_max_wait_ms
         return consumer
 
 

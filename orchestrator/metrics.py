@@ -43,8 +43,8 @@ class Metrics:
                 lines.append(f"# TYPE saga_{name} counter")
                 seen.add(name)
             lines.append(f"saga_{name}{_labels(labels)} {value}")
-        for name, value in sorted(self.gauges.items()):
-            lines += [f"# TYPE saga_{name} gauge", f"saga_{name} {value}"]
+        for name, gauge in sorted(self.gauges.items()):
+            lines += [f"# TYPE saga_{name} gauge", f"saga_{name} {gauge}"]
         lines.append("# TYPE saga_step_latency_seconds histogram")
         acc = 0
         for le, n in zip((*map(str, _BUCKETS), "+Inf"), self._hist, strict=True):

@@ -25,7 +25,7 @@ _state = {"joined": False, "schema_ready": False}
 
 
 @app.on_rebalance_complete.connect
-async def _joined(sender: Any, **kwargs: Any) -> None:
+async def _joined(sender: Any, /, *args: Any, **kwargs: Any) -> None:
     _state["joined"] = True
 
 
@@ -81,7 +81,7 @@ async def readiness(pulsar_topics: set[str], subscribed: set[str], outbound: set
               "schema_ready": _state["schema_ready"]}
     missing = sorted(pulsar_topics - subscribed)
     no_producer = sorted(outbound - producing)
-    checks = {
+    checks: dict[str, dict[str, Any]] = {
         "kafka": {"ok": kafka_ok, "group_joined": _state["joined"], "rebalancing": bool(app.rebalancing),
                   "recovering": bool(app.in_recovery)},
         "pulsar": {"ok": not missing and not no_producer and not failing, "subscribed": sorted(subscribed),

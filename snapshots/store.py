@@ -10,6 +10,7 @@ Tables:
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -121,7 +122,7 @@ class SnapshotStore:
         self.url = url
         self.schema = schema
         self._secret = _password(url)
-        self._kwargs = {"autocommit": False, "connect_timeout": 2}
+        self._kwargs: dict[str, Any] = {"autocommit": False, "connect_timeout": 2}
         # Reads (web requests) share a small pool; the mirror writes on a connection of its
         # own that it reopens at once when PostgreSQL returns (a pool would wait out its own
         # reconnection backoff, delaying the catch-up).
@@ -239,7 +240,8 @@ class SnapshotStore:
     async def list(self, *, status: Sequence[str] | None = None, partner_id: str | None = None,
                    limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
         """Sagas newest first, keyset-paginated: (rows, cursor of the next page or None)."""
-        where, params = [], []  # type: ignore[var-annotated]
+        where: list[str] = []
+        params: list[Any] = []
         if status:
             where.append("status = ANY(%s)")
             params.append(list(status))
@@ -281,11 +283,11 @@ class SnapshotStore:
         rows = await self._fetch("SELECT coalesce(max(version), 0) AS v FROM schema_migrations", [])
         return bool(rows) and int(rows[0]["v"]) >= len(MIGRATIONS)
 
-    async def all_states(self) -> list[dict[str, Any]]:
+    async def all_states(self) -> builtins.list[dict[str, Any]]:
         rows = await self._fetch("SELECT state FROM saga_snapshots ORDER BY saga_id", [])
         return [dict(r["state"]) for r in rows]
 
-    async def history(self, saga_id: str) -> list[dict[str, Any]]:
+    async def history(self, saga_id: str) -> builtins.list[dict[str, Any]]:
         rows = await self._fetch(
             "SELECT version, seq, from_status, to_status, event_type, event_id, at "
             "FROM saga_transitions WHERE saga_id = %s ORDER BY version, seq", [saga_id])

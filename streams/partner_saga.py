@@ -4,6 +4,8 @@ saga id on -events, the partner id on -partner-routing."""
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import faust
 
 from orchestrator.app import app, cfg
@@ -11,7 +13,7 @@ from orchestrator.app import app, cfg
 __all__ = ["dead_letters", "partner_routing", "raw_schema", "saga_events"]
 
 
-def raw_schema() -> faust.Schema:
+def raw_schema() -> faust.Schema[bytes, bytes]:
     """The one key (and value) serialization of every saga topic and table: raw bytes.
     Values are JSON encoded by pydantic in wire/ and domain/; keys are UTF-8 ids.
     A new Schema each time: Faust updates a table's schema in place."""
@@ -19,7 +21,12 @@ def raw_schema() -> faust.Schema:
                         value_serializer="raw")
 
 
-def _common() -> dict[str, object]:
+class _TopicOptions(TypedDict):
+    schema: faust.Schema[bytes, bytes]
+    partitions: int
+
+
+def _common() -> _TopicOptions:
     return {"schema": raw_schema(), "partitions": cfg.topic_partitions}
 
 

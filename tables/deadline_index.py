@@ -30,7 +30,7 @@ import logging
 import re
 from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict
 
@@ -215,7 +215,9 @@ class DeadlineIndex:
             db, states = self.db(p), self._states(p)
             first_kept: bytes | None = None
             moved: list[bytes] = []
-            for key, _ in db.items(from_key=self._expiry_from.get(p, b"r")):
+            # The index is in raw mode (_options): its keys are bytes.
+            entries = cast("Iterator[tuple[bytes, bytes]]", db.items(from_key=self._expiry_from.get(p, b"r")))
+            for key, _ in entries:
                 if key > last or len(found) >= limit:
                     first_kept = first_kept or key
                     break

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import faust
 from faust.types import EventT
 
 from orchestrator.app import app, cfg
 from tables.deadline_index import DeadlineIndex
+
+if TYPE_CHECKING:
+    from faust.stores.rocksdb import Store as RocksDBStore
 
 __all__ = ["DEADLINES", "SagaTable", "partner_sagas", "sagas"]
 
@@ -26,7 +29,14 @@ ROCKSDB_OPTIONS = {"write_buffer_size": 4 * 1024**2, "max_write_buffer_number": 
                    "target_file_size_base": 16 * 1024**2, "block_cache_size": 4 * 1024**2}
 
 
-def _common() -> dict[str, object]:
+class _TableOptions(TypedDict):
+    key_type: type[bytes]
+    value_type: type[bytes]
+    partitions: int
+    options: dict[str, int]
+
+
+def _common() -> _TableOptions:
     # Faust picks a table's serializers from its key/value types: bytes means raw, the same
     # as the topics' raw_schema(). Anything else would silently mean json. A fresh options
     # dict each time: Faust's store pops keys from it.
@@ -34,13 +44,14 @@ def _common() -> dict[str, object]:
             "options": dict(ROCKSDB_OPTIONS)}
 
 
-class SagaTable(faust.Table):  # type: ignore[misc]
+class SagaTable(faust.Table[str, bytes]):
     """The `sagas` table, which also keeps the deadline index up to date when its changelog
-    is replayed into this worker (recovery, standby replicas)."""
+    is replayed into this worker (recovery, standby replicas). Looked up by saga id (str;
+    the raw key serializer encodes it), values are states as JSON bytes."""
 
     index: DeadlineIndex
 
-    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+    def apply_changelog_batch(self, batch: Iterable[EventT[bytes]]) -> None:
         events = list(batch)
         super().apply_changelog_batch(events)
         self.index.on_changelog((e.message.partition, e.message.key, e.message.value) for e in events)
@@ -48,12 +59,12 @@ class SagaTable(faust.Table):  # type: ignore[misc]
 
 def _stored_states(partition: int) -> Any:
     """The sagas table's RocksDB of one partition (raw keys and values)."""
-    return sagas.data._db_for_partition(partition)
+    return cast("RocksDBStore", sagas.data)._db_for_partition(partition)
 
 
 #: saga id -> SagaState as JSON. Written by agents.partner_saga from saga-events.
-sagas: SagaTable = app.tables.add(SagaTable(app, name="sagas", help="saga id -> saga state (JSON)",
-                                            beacon=app.tables.beacon, **_common()))
+sagas = cast(SagaTable, app.tables.add(SagaTable(app, name="sagas", help="saga id -> saga state (JSON)",
+                                                 beacon=app.tables.beacon, **_common())))
 
 #: Which sagas wait for a deadline, and when finished ones expire, in due order
 #: (tables/deadline_index.py): derived from `sagas`, local to this worker, no changelog.
