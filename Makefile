@@ -8,7 +8,8 @@ PYTEST_ARGS ?=
 
 .PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit bench lint \
         browser snapshots-rebuild tables-restore chaos bench-e2e bench-agent bench-tick bench-timeouts bench-retention bench-charts \
-        compose-config compose-up compose-down
+        compose-config docker-up docker-down images full-up full-down simple-up simple-down shared-up shared-down \
+        dev-compose-up dev-compose-down integration-check
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -22,12 +23,13 @@ dev-up: setup ## start the local stack: Kafka, Pulsar, PostgreSQL (idempotent)
 dev-down: ## stop the local stack
 	@./stack/stack.sh down
 
-status: ## what runs where (stack, and the worker's /health)
+status: ## what runs where (stack, the worker's /health, and containers when a Docker engine answers)
 	@./stack/stack.sh status
 	@printf '  %-9s ' worker; curl -fsS --max-time 2 http://127.0.0.1:$(WEB_PORT)/health 2>/dev/null && echo || echo "down (http://127.0.0.1:$(WEB_PORT)/health)"
+	@./stack/deploy.sh status
 
-logs: ## follow the stack's and the demo's logs
-	@./stack/stack.sh logs
+logs: ## follow the local stack's and the demo's logs (DEPLOY=full|shared|dev: a compose deployment's)
+	@if [ -n "$(DEPLOY)" ]; then ./stack/deploy.sh logs $(DEPLOY); else ./stack/stack.sh logs; fi
 
 clean: ## stop the stack and delete its data, logs and worker datadirs (keeps the jar cache)
 	@./stack/stack.sh clean
@@ -42,8 +44,8 @@ worker: dev-up ## the orchestrator worker alone, as deployed (web on 127.0.0.1:$
 simulators: setup ## the participant simulators alone (see python -m simulators.participants --help)
 	@$(UV) run --no-sync python -m simulators.participants
 
-monitor: setup ## saga lifecycle events as they happen
-	@$(UV) run --no-sync python -m orchestrator.monitor
+monitor: setup ## saga lifecycle events as they happen (scripts/monitor_saga_events.py; BROKER_URL=)
+	@$(UV) run --no-sync python scripts/monitor_saga_events.py
 
 test: dev-up browser ## the whole suite (unit, integration, end to end) on the local stack
 	@$(UV) run --no-sync pytest $(PYTEST_ARGS)
@@ -91,12 +93,46 @@ lint: setup ## ruff and mypy
 	@$(UV) run --no-sync ruff check .
 	@$(UV) run --no-sync mypy
 
-compose-config: ## validate docker-compose.yml (needs docker with the compose plugin)
-	@docker compose version >/dev/null 2>&1 || { echo "docker compose is not available here: tests/unit/test_compose.py checks the file instead"; exit 1; }
-	@docker compose config --quiet && echo "docker-compose.yml is valid"
+# ---- containers (README, "Running"); a Docker engine is started when none answers
+WORKERS ?=
+DEPLOY_SH = WORKERS=$(WORKERS) ./stack/deploy.sh
 
-compose-up: ## the same stack and the orchestrator in containers (needs a Docker engine)
-	@docker compose up -d
+docker-up: ## install (as root, Debian packages) and start a Docker engine when none answers
+	@./stack/docker.sh up
 
-compose-down: ## stop the containers
-	@docker compose down
+docker-down: ## stop the Docker engine docker-up started
+	@./stack/docker.sh down
+
+images: docker-up ## build every image here, official ones replaced by stand-ins (no Docker Hub needed); writes .env
+	@./stack/images/build.sh
+
+full-up: docker-up ## everything in containers: Kafka, Pulsar, PostgreSQL, WORKERS=3 orchestrators, simulators
+	@$(DEPLOY_SH) full-up
+
+full-down: ## stop the full deployment (DATA=drop also deletes its volumes)
+	@./stack/deploy.sh full-down
+
+simple-up: docker-up ## orchestrator (WORKERS=1) and infrastructure in containers, no simulators
+	@$(DEPLOY_SH) simple-up
+
+simple-down: ## stop the simple deployment (DATA=drop also deletes its volumes)
+	@./stack/deploy.sh simple-down
+
+shared-up: docker-up ## orchestrator + Kafka + PostgreSQL joined to a running Pulsar (BROKER_URL, PULSAR_NETWORK)
+	@$(DEPLOY_SH) shared-up
+
+shared-down: ## stop the shared-Pulsar deployment (the shared broker is left alone)
+	@./stack/deploy.sh shared-down
+
+dev-compose-up: docker-up ## Kafka, Pulsar, PostgreSQL in containers on the local stack's ports (docker-compose.dev.yml)
+	@./stack/deploy.sh infra-up
+
+dev-compose-down: ## stop docker-compose.dev.yml's containers
+	@./stack/deploy.sh infra-down
+
+integration-check: ## sagas through a running deployment, checked (scripts/test_saga_integration.py; URLS="http://.. http://..")
+	@python3 scripts/test_saga_integration.py $(foreach u,$(or $(URLS),$(shell ./stack/deploy.sh workers 2>/dev/null | cut -d' ' -f1),http://127.0.0.1:$(WEB_PORT)),--url $(u)) $(ARGS)
+
+compose-config: ## validate every compose file
+	@for f in docker-compose.dev.yml docker-compose.yml docker-compose.shared-pulsar.yml; do \
+		./stack/docker.sh compose -f $$f config -q && echo "$$f is valid" || exit 1; done

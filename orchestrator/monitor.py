@@ -16,12 +16,14 @@ import pulsar
 import pulsar.asyncio as apulsar
 
 from orchestrator.config import ConfigError, load_settings
+from orchestrator.preflight import check_pulsar
 
 _MARK = {"SagaStarted": "->", "SagaCompleted": "OK", "SagaCompensated": "<-", "SagaFailed": "!!"}
 
 
 async def _run() -> None:
     cfg = load_settings()
+    check_pulsar(cfg)
     client = apulsar.Client(cfg.broker_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
     consumer = await client.subscribe(cfg.pulsar_topic(cfg.lifecycle_topic), f"monitor-{uuid.uuid4()}",
                                       consumer_type=pulsar.ConsumerType.Exclusive,

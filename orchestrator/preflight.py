@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from orchestrator.config import ConfigError, Settings, redact
 
-__all__ = ["check_reachable"]
+__all__ = ["check_pulsar", "check_reachable"]
 
 
 def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
@@ -16,6 +16,15 @@ def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def check_pulsar(cfg: Settings) -> None:
+    """Raise ConfigError when Pulsar (BROKER_URL) does not answer."""
+    parts = urlsplit(cfg.broker_url)
+    host, port = parts.hostname or "localhost", parts.port or 6650
+    if not _reachable(host, port):
+        raise ConfigError(f"cannot reach BROKER_URL={redact(cfg.broker_url)} ({host}:{port}): "
+                          "is the stack up? run `make dev-up`")
 
 
 def check_reachable(cfg: Settings) -> list[str]:

@@ -4,6 +4,7 @@
 # $STACK_DIR (default: .stack/ in the repository, git-ignored).
 #
 #   stack/stack.sh up|down|status|logs|clean [component...]
+#   stack/stack.sh jars    resolve the Kafka and Apache Pulsar jar caches only (make images)
 #
 # Components: kafka pulsar postgres (default: all); kafka3, a three-node Kafka cluster for
 # the fault harness, only when named. Every `up` is idempotent and waits,
@@ -365,16 +366,20 @@ main() {
         up) for c in "${comps[@]}"; do case $c in kafka) kafka_up ;; kafka3) kafka3_up ;; pulsar) pulsar_up ;; postgres) pg_up ;; *) die "unknown component $c" ;; esac; done ;;
         down) for c in "${comps[@]}"; do case $c in kafka) kafka_down ;; kafka3) kafka3_down ;; pulsar) pulsar_down ;; postgres) pg_down ;; *) die "unknown component $c" ;; esac; done ;;
         status) cmd_status ;;
+        jars)
+            kafka_resolve
+            STACK_DIR="$STACK_DIR" "$ROOT/stack/pulsar-apache/run.sh" jars
+            say "jars in $(kafka_lib) and $CACHE/pulsar-lib" ;;
         logs) exec tail -n 50 -F "$LOGS"/*.log ;;
         clean)
             main down
             kafka3_down
             rm -rf "$STACK_DIR/kafka" "$STACK_DIR/pulsar" "$STACK_DIR/data/pulsar-apache" "$STACK_DIR/conf" "$LOGS" "$RUN" \
-                "$STACK_DIR/workers"
+                "$STACK_DIR/workers" "$STACK_DIR/images"
             if [[ -L "$STACK_DIR/postgres" ]]; then rm -rf "$(readlink "$STACK_DIR/postgres")"; fi
             rm -rf "$STACK_DIR/postgres"
             say "local data removed (the jar cache in $CACHE is kept)" ;;
-        *) die "usage: stack.sh up|down|status|logs|clean [kafka|pulsar|postgres|kafka3 ...]" ;;
+        *) die "usage: stack.sh up|down|status|logs|clean|jars [kafka|pulsar|postgres|kafka3 ...]" ;;
     esac
 }
 

@@ -2,7 +2,7 @@
 # Run Apache Pulsar standalone (broker + in-process bookie, RocksDB metadata) from Maven
 # Central jars on the local JDK: no Docker, no Pulsar tarball.
 #
-# usage: run.sh start|stop|status
+# usage: run.sh start|stop|status|jars   (jars: resolve the jar cache only)
 #
 # env:
 #   PULSAR_PORT        broker (binary protocol) port          default 6650
@@ -150,5 +150,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  jars) resolve_jars ;;
+  *) echo "usage: $0 start|stop|status|jars" >&2; exit 2 ;;
 esac
