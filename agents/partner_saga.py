@@ -39,15 +39,16 @@ from domain.messages import PARTICIPANT_EVENT_TYPES, Command
 from domain.state import Deadline
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
-from orchestrator.policies import definition_from
+from orchestrator.policies import definition_from, definitions_from
 from streams.partner_saga import partner_routing, saga_events
 from tables.partner_saga import DEADLINES, sagas
 from wire.internal import ForgetSaga, PartnerRouted, SagaEnvelope
 
-__all__ = ["DEFINITION", "StoreFailed", "handle", "run_sagas"]
+__all__ = ["DEFINITION", "DEFINITIONS", "StoreFailed", "handle", "run_sagas"]
 
 log = logging.getLogger(__name__)
-DEFINITION = definition_from(cfg)
+DEFINITION = definition_from(cfg)  # the flow of new sagas
+DEFINITIONS = definitions_from(cfg)  # a saga keeps the flow it started with
 
 
 class StoreFailed(RuntimeError):
@@ -196,7 +197,8 @@ async def _plan(event: EventT[bytes]) -> _Plan | None:
     raw_state = sagas.get(saga_id)
     state = SagaState.model_validate_json(raw_state) if raw_state is not None else None
     now = time.time()
-    decision = decide(state, ev, now, DEFINITION)
+    defn = DEFINITION if state is None else DEFINITIONS.get(state.flow, DEFINITION)
+    decision = decide(state, ev, now, defn)
     METRICS.inc("events_total", type=ev.type, outcome=decision.outcome)
     if decision.outcome == "rejected" and envelope.by_partner and state is None:
         await _to_partner_index(envelope)
@@ -229,7 +231,7 @@ async def _plan(event: EventT[bytes]) -> _Plan | None:
             await dead_letter(original, f"ignored by saga {saga_id}: {decision.reason}", origin=origin,
                               key=event.key, message_id=ev.event_id)
     for t in decision.transitions:
-        METRICS.inc("transitions_total", to=t.to_status.value)
+        METRICS.inc("transitions_total", to=str(t.to_status))
     for cmd in decision.commands:
         METRICS.inc("commands_total", type=cmd.type)
     if envelope.received_at is not None and ev.type != "DeadlineReached":

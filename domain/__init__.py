@@ -4,7 +4,15 @@ Nothing here imports Faust, a broker client or a database driver; `tests/unit` c
 that, and tests every status against every event type.
 """
 
-from domain.definition import PARTNER_CREATION, RetryPolicy, SagaDefinition, partner_creation
+from domain.definition import (
+    ALPES_PARTNER,
+    PARTNER_CREATION,
+    RetryPolicy,
+    SagaDefinition,
+    alpes_partner,
+    definitions,
+    partner_creation,
+)
 from domain.messages import (
     ALL_EVENT_TYPES,
     PARTICIPANT_EVENT_TYPES,
@@ -18,6 +26,7 @@ from domain.transition import Decision, decide
 
 __all__ = [
     "ALL_EVENT_TYPES",
+    "ALPES_PARTNER",
     "PARTICIPANT_EVENT_TYPES",
     "PARTNER_CREATION",
     "TERMINAL",
@@ -32,6 +41,8 @@ __all__ = [
     "SagaState",
     "SagaStatus",
     "Transition",
+    "alpes_partner",
     "decide",
+    "definitions",
     "partner_creation",
 ]

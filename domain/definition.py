@@ -1,9 +1,11 @@
-"""The partner-creation saga, declared step by step.
+"""The sagas, declared step by step: one engine (domain.transition) runs any definition.
 
-Each step names the command that does it, the replies that say it happened or did not,
-the command that undoes it, and its retry policy. On a business failure (a *Failed reply)
-the steps already done are undone in reverse order; a step whose reply does not come within
-`reply_timeout_s` is re-sent after a backoff, up to `max_attempts`, then treated as failed.
+Each step names the command that does it (or none: a step that only waits for a
+participant to act by itself), the replies that say it happened or did not, the ids to
+capture from its success, the command that undoes it, and its retry policy. On a business
+failure (a *Failed reply) the steps already done are undone in reverse order; a step whose
+reply does not come within `reply_timeout_s` is re-sent after a backoff, up to
+`max_attempts`, then treated as failed (a step that only waits has one attempt).
 An undo that fails is retried with backoff, and if it still fails the saga ends in
 `compensation_failed`: a person must look.
 """
@@ -17,7 +19,8 @@ from typing import Any
 from domain.messages import Destination
 from domain.state import SagaState, SagaStatus
 
-__all__ = ["PARTNER_CREATION", "Action", "RetryPolicy", "SagaDefinition", "Step", "partner_creation"]
+__all__ = ["ALPES_PARTNER", "PARTNER_CREATION", "Action", "RetryPolicy", "SagaDefinition", "Step",
+           "alpes_partner", "definitions", "partner_creation"]
 
 
 @dataclass(frozen=True)
@@ -32,21 +35,34 @@ class RetryPolicy:
         return float(min(self.backoff_max_s, self.backoff_s * 2 ** max(0, attempt - 1)))
 
 
+def _nothing(s: SagaState) -> dict[str, Any]:
+    return {}
+
+
 @dataclass(frozen=True)
 class Action:
-    command: str
-    destination: Destination
+    """`command` None: nothing is sent, the saga waits (within the policy's reply timeout)
+    for a participant that acts by itself. `captures`: fields of the success event the
+    saga keeps (in `SagaState.captures`, by name)."""
+
+    command: str | None
+    destination: str
     succeeded: str
     failed: str | None
-    data: Callable[[SagaState], dict[str, Any]]
+    data: Callable[[SagaState], dict[str, Any]] = _nothing
     policy: RetryPolicy = RetryPolicy()
+    captures: tuple[str, ...] = ()
+
+    @property
+    def waits(self) -> bool:
+        return self.command is None
 
 
 @dataclass(frozen=True)
 class Step:
     name: str
-    in_progress: SagaStatus
-    done: SagaStatus
+    in_progress: str
+    done: str
     do: Action
     undo: Action | None
 
@@ -55,6 +71,13 @@ class Step:
 class SagaDefinition:
     name: str
     steps: tuple[Step, ...]
+
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        """Every status a saga of this definition can be in, in order."""
+        own = [x for st in self.steps for x in (st.in_progress, st.done)]
+        return (SagaStatus.STARTED, *own, SagaStatus.COMPLETED, SagaStatus.FAILED,
+                SagaStatus.COMPENSATING, SagaStatus.COMPENSATED, SagaStatus.COMPENSATION_FAILED)
 
     def step(self, name: str) -> Step:
         return next(s for s in self.steps if s.name == name)
@@ -118,4 +141,61 @@ def partner_creation(policies: Mapping[str, RetryPolicy] | None = None) -> SagaD
 
 
 PARTNER_CREATION = partner_creation()
+
+
+def _alpes_partner(s: SagaState) -> dict[str, Any]:
+    return {k: v for k, v in _partner(s).items() if v is not None}
+
+
+def alpes_partner(policies: Mapping[str, RetryPolicy] | None = None) -> SagaDefinition:
+    """The Alpes services' own flow (issue #12; README, "Participant profiles"):
+    integraciones creates the partner (HTTP POST, or its Avro command); alianzas reacts to
+    its PartnerCreado by itself and makes a contract; compliance approves or rejects it.
+    A rejection, or a wait that runs out, deletes the partner (HTTP DELETE). Policies by
+    step name: `create_partner`, `delete_partner`, `await_contract`, `await_compliance`."""
+    p = dict(policies or {})
+    return SagaDefinition(
+        name="alpes-partner",
+        steps=(
+            Step(
+                name="create_partner",
+                in_progress=SagaStatus.PARTNER_CREATION_IN_PROGRESS,
+                done=SagaStatus.PARTNER_CREATED,
+                do=Action("CreatePartner", Destination.INTEGRACIONES,
+                          succeeded="PartnerCreated", failed="PartnerCreationFailed",
+                          data=_alpes_partner, policy=p.get("create_partner", RetryPolicy())),
+                undo=Action("DeletePartner", Destination.INTEGRACIONES,
+                            succeeded="PartnerDeleted", failed="PartnerDeleteFailed",
+                            # The email finds the partner when its id never came back.
+                            data=lambda s: {"partner_id": s.partner_id, "email": s.partner.email},
+                            policy=p.get("delete_partner", RetryPolicy(max_attempts=5))),
+            ),
+            Step(
+                name="await_contract",
+                in_progress="awaiting_contract",
+                done="contract_created",
+                do=Action(None, Destination.ALIANZAS, succeeded="ContractCreated", failed=None,
+                          policy=p.get("await_contract", RetryPolicy(reply_timeout_s=60.0, max_attempts=1))),
+                undo=None,
+            ),
+            Step(
+                name="await_compliance",
+                in_progress="awaiting_compliance",
+                done="contract_approved",
+                do=Action(None, Destination.COMPLIANCE, succeeded="ContractApproved",
+                          failed="ContractRejected", captures=("contrato_id",),
+                          policy=p.get("await_compliance",
+                                       RetryPolicy(reply_timeout_s=60.0, max_attempts=1))),
+                undo=None,
+            ),
+        ),
+    )
+
+
+ALPES_PARTNER = alpes_partner()
+
+
+def definitions(policies: Mapping[str, RetryPolicy] | None = None) -> dict[str, SagaDefinition]:
+    """Every definition by name, with the same per-step policy overrides."""
+    return {d.name: d for d in (partner_creation(policies), alpes_partner(policies))}
 

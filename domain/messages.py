@@ -19,12 +19,17 @@ __all__ = [
     "AllianceCreationFailed",
     "CancelRequested",
     "Command",
+    "ContractApproved",
+    "ContractCreated",
+    "ContractRejected",
     "DeadlineReached",
     "Destination",
     "ParticipantEvent",
     "PartnerCreated",
     "PartnerCreationFailed",
     "PartnerData",
+    "PartnerDeleteFailed",
+    "PartnerDeleted",
     "PartnerRevertFailed",
     "PartnerReverted",
     "RetryRequested",
@@ -59,9 +64,12 @@ class _Event(_Model):
 
 # --- from gestion-de-integraciones (partner-events)
 class PartnerCreated(_Event):
+    """`partner` may be missing where the participant's event names only the partner (the
+    Alpes PartnerCreado); such an event cannot open a saga by itself."""
+
     type: Literal["PartnerCreated"] = "PartnerCreated"
     partner_id: NonEmpty
-    partner: PartnerData
+    partner: PartnerData | None = None
 
 
 class PartnerCreationFailed(_Event):
@@ -104,6 +112,43 @@ class AllianceCancelled(_Event):
     alliance_id: NonEmpty | None = None
 
 
+# --- the Alpes services (wire/alpes.py): integraciones' soft delete, alianzas' contract,
+# compliance's decision on it
+class PartnerDeleted(_Event):
+    """The partner is gone (deleted now, already deleted, or unknown): an undo of nothing too."""
+
+    type: Literal["PartnerDeleted"] = "PartnerDeleted"
+    partner_id: NonEmpty | None = None
+
+
+class PartnerDeleteFailed(_Event):
+    type: Literal["PartnerDeleteFailed"] = "PartnerDeleteFailed"
+    partner_id: NonEmpty | None = None
+    reason: Text = ""
+
+
+class ContractCreated(_Event):
+    type: Literal["ContractCreated"] = "ContractCreated"
+    partner_id: NonEmpty
+    contrato_id: NonEmpty | None = None
+    tipo: Annotated[str, Field(max_length=50)] | None = None
+    monto: float | None = None
+    moneda: Annotated[str, Field(max_length=10)] | None = None
+
+
+class ContractApproved(_Event):
+    type: Literal["ContractApproved"] = "ContractApproved"
+    partner_id: NonEmpty
+    contrato_id: NonEmpty | None = None
+
+
+class ContractRejected(_Event):
+    type: Literal["ContractRejected"] = "ContractRejected"
+    partner_id: NonEmpty
+    contrato_id: NonEmpty | None = None
+    reason: Text = ""
+
+
 # --- from the orchestrator itself
 class StartSaga(_Event):
     """A client asked over HTTP for a partner to be created."""
@@ -144,6 +189,11 @@ ParticipantEvent = (
     | AllianceCreated
     | AllianceCreationFailed
     | AllianceCancelled
+    | PartnerDeleted
+    | PartnerDeleteFailed
+    | ContractCreated
+    | ContractApproved
+    | ContractRejected
 )
 SagaEvent = Annotated[
     PartnerCreated
@@ -153,6 +203,11 @@ SagaEvent = Annotated[
     | AllianceCreated
     | AllianceCreationFailed
     | AllianceCancelled
+    | PartnerDeleted
+    | PartnerDeleteFailed
+    | ContractCreated
+    | ContractApproved
+    | ContractRejected
     | StartSaga
     | DeadlineReached
     | RetryRequested
@@ -170,6 +225,11 @@ PARTICIPANT_EVENT_TYPES: dict[str, type[_Event]] = {
         AllianceCreated,
         AllianceCreationFailed,
         AllianceCancelled,
+        PartnerDeleted,
+        PartnerDeleteFailed,
+        ContractCreated,
+        ContractApproved,
+        ContractRejected,
     )
 }
 ALL_EVENT_TYPES: dict[str, type[_Event]] = {
@@ -182,8 +242,11 @@ ALL_EVENT_TYPES: dict[str, type[_Event]] = {
 
 
 class Destination(StrEnum):
+    """Where a command goes; the bridges map each to a transport (a Pulsar topic, HTTP)."""
+
     INTEGRACIONES = "integraciones"
     ALIANZAS = "alianzas"
+    COMPLIANCE = "compliance"
     LIFECYCLE = "lifecycle"
 
 

@@ -13,6 +13,9 @@ __all__ = ["TERMINAL", "Applied", "Deadline", "SagaState", "SagaStatus", "Transi
 
 
 class SagaStatus(StrEnum):
+    """Every flow's common statuses, and the partner-creation flow's own. A flow declares its
+    steps' statuses in its definition (domain.definition); a saga's `status` is a string."""
+
     STARTED = "started"
     PARTNER_CREATION_IN_PROGRESS = "partner_creation_in_progress"
     PARTNER_CREATED = "partner_created"
@@ -61,8 +64,8 @@ class Transition(_Frozen):
     """One status change, for the saga's history."""
 
     version: int
-    from_status: SagaStatus | None
-    to_status: SagaStatus
+    from_status: str | None
+    to_status: str
     event_type: str
     event_id: str
     at: float
@@ -72,11 +75,15 @@ class SagaState(_Frozen):
     saga_id: str
     correlation_id: str
     origin: Literal["http", "partner_event"]
-    status: SagaStatus
+    status: str
+    # The definition the saga runs (domain.definition.DEFINITIONS).
+    flow: str = "partner-creation"
     version: int = 1
     partner: PartnerData
     partner_id: str | None = None
     alliance_id: str | None = None
+    # Ids a definition's steps capture from their replies (Action.captures), by name.
+    captures: dict[str, str] = {}
     # Forward progress: the step being run (or last run) and its attempt number.
     step: str | None = None
     attempt: int = 0

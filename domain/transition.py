@@ -70,7 +70,7 @@ class _Change:
         for name, value in fields.items():
             object.__setattr__(self.s, name, value)  # frozen to everyone else
 
-    def move(self, to: SagaStatus) -> None:
+    def move(self, to: str) -> None:
         self.transitions.append(
             Transition(version=self.version, from_status=self.s.status, to_status=to,
                        event_type=self.event.type, event_id=self.event.event_id, at=self.now)
@@ -79,6 +79,8 @@ class _Change:
 
     def send(self, step: Step, action: Action, kind: str, attempt: int,
              data: dict[str, Any] | None = None) -> None:
+        if action.command is None:  # a step that only waits: nothing to send
+            return
         self.commands.append(
             Command(command_id=ids.command_id(self.s.saga_id, step.name, kind, attempt),
                     saga_id=self.s.saga_id, correlation_id=self.s.correlation_id,
@@ -96,9 +98,10 @@ class _Change:
             Command(command_id=ids.lifecycle_id(self.s.saga_id, f"{kind}:{self.version}"),
                     saga_id=self.s.saga_id, correlation_id=self.s.correlation_id,
                     destination=Destination.LIFECYCLE, type=kind,
-                    data={"status": self.s.status.value, "partner_id": self.s.partner_id,
+                    data={"status": str(self.s.status), "partner_id": self.s.partner_id,
                           "alliance_id": self.s.alliance_id, "reason": self.s.reason,
-                          "needs_attention": self.s.status is SagaStatus.COMPENSATION_FAILED})
+                          "flow": self.s.flow, **({"captures": self.s.captures} if self.s.captures else {}),
+                          "needs_attention": self.s.status == SagaStatus.COMPENSATION_FAILED})
         )
 
     def wait(self, step: Step, phase: Literal["forward", "compensation"],
@@ -108,7 +111,7 @@ class _Change:
 
     # --- forward
     def start_step(self, step: Step, attempt: int = 1) -> None:
-        if self.s.status is not step.in_progress:
+        if self.s.status != step.in_progress:
             self.move(step.in_progress)
         self.set(step=step.name, attempt=attempt)
         self.send(step, step.do, "do", attempt)
@@ -216,8 +219,11 @@ def _open(event: SagaEvent, now: float, defn: SagaDefinition) -> Decision:
         origin, partner_id = "partner_event", event.partner_id
     else:
         return Decision(None, outcome="rejected", reason=f"no saga {event.saga_id} for {event.type}")
+    if event.partner is None:
+        return Decision(None, outcome="rejected",
+                        reason=f"{event.type} without the partner's data cannot open saga {event.saga_id}")
     state = SagaState(saga_id=event.saga_id, correlation_id=event.correlation_id or event.saga_id,
-                      origin=origin, status=SagaStatus.STARTED, partner=event.partner,
+                      origin=origin, status=SagaStatus.STARTED, flow=defn.name, partner=event.partner,
                       partner_id=partner_id, created_at=now, updated_at=now, version=0)
     change = _Change(state, event, now, defn)
     change.version = 1
@@ -242,18 +248,18 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
     if isinstance(event, DeadlineReached):
         return _on_deadline(c, event)
     if isinstance(event, RetryRequested):
-        if s.status is not SagaStatus.COMPENSATION_FAILED or s.undoing is None:
+        if s.status != SagaStatus.COMPENSATION_FAILED or s.undoing is None:
             return f"retry only applies to a saga in {SagaStatus.COMPENSATION_FAILED}"
         c.set(reason=None, undo_round=s.undo_round + 1)
         c.move(SagaStatus.COMPENSATING)
         c.undo(c.defn.step(s.undoing), 1)
         return None
     if isinstance(event, CancelRequested):
-        if s.terminal or s.status is SagaStatus.COMPENSATING:
+        if s.terminal or s.status == SagaStatus.COMPENSATING:
             return f"cannot cancel a saga in {s.status}"
         running = c.defn.step(s.step) if s.step is not None else None
         c.fail_step(event.reason,
-                    maybe_done=running if running and s.status is running.in_progress else None)
+                    maybe_done=running if running and s.status == running.in_progress else None)
         return None
 
     found = c.defn.by_reply(event.type)
@@ -272,7 +278,9 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
     event_partner = getattr(event, "partner_id", None)
     if s.partner_id is not None and event_partner is not None and event_partner != s.partner_id:
         return f"{event.type} names partner {event_partner}, saga has {s.partner_id}"
-    current = s.step == step.name and s.status is step.in_progress
+    current = s.step == step.name and s.status == step.in_progress
+    if not current and says in ("do_ok", "do_failed") and _catch_up(c, step):
+        current = True  # the steps before it only waited, and this answer says they happened
 
     if says == "do_ok":
         if current:
@@ -280,6 +288,7 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
                 c.set(partner_id=event.partner_id)
             if isinstance(event, AllianceCreated):
                 c.set(alliance_id=event.alliance_id)
+            _capture(c, step, event)
             c.step_done(step)
             return None
         if step.name in s.maybe_done:
@@ -307,7 +316,7 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
             c.fail_step(f"{event.type}: {getattr(event, 'reason', '') or 'no reason given'}")
             return None
         return f"late {event.type} for step {step.name}, which the saga has left"
-    undoing = s.status is SagaStatus.COMPENSATING and s.undoing == step.name
+    undoing = s.status == SagaStatus.COMPENSATING and s.undoing == step.name
     waiting_undo = undoing and s.deadline is not None and s.deadline.kind == "reply"
     if says == "undo_ok":
         # Also during the backoff before a retry: an earlier attempt did succeed after all.
@@ -334,6 +343,29 @@ def _extra_resource(s: SagaState, event: SagaEvent) -> tuple[dict[str, Any], str
     return None
 
 
+def _capture(c: _Change, step: Step, event: SagaEvent) -> None:
+    got = {name: str(v) for name in step.do.captures if (v := getattr(event, name, None)) is not None}
+    if got:
+        c.set(captures={**c.s.captures, **got})
+
+
+def _catch_up(c: _Change, step: Step) -> bool:
+    """An answer to a later step while the saga waits on an earlier one: when the steps from
+    the current one to that later one all only wait (send nothing), the answer says the
+    earlier ones happened (compliance decided on a contract, so alianzas made it; the two
+    arrive on different topics, in either order). Mark them done and start `step`; True
+    when done, False when the answer does not say that."""
+    s, names = c.s, [x.name for x in c.defn.steps]
+    if s.step is None or s.status != c.defn.step(s.step).in_progress or step.name not in names:
+        return False
+    i, j = names.index(s.step), names.index(step.name)
+    if j <= i or not all(c.defn.steps[k].do.waits for k in range(i, j + 1)):
+        return False
+    for k in range(i, j):
+        c.step_done(c.defn.steps[k])  # each starts the next one
+    return True
+
+
 def _started(defn: SagaDefinition, s: SagaState, step: Step) -> bool:
     if s.step is None:
         return False
@@ -354,7 +386,9 @@ def _on_deadline(c: _Change, ev: DeadlineReached) -> str | None:
             # this one that comes meanwhile still counts).
             c.wait(step, "forward", "retry", ev.attempt, step.do.policy.backoff(ev.attempt))
         else:
-            c.fail_step(f"no reply to {step.do.command} after {ev.attempt} attempts", maybe_done=step)
+            why = (f"no {step.do.succeeded} within {step.do.policy.reply_timeout_s:g}s" if step.do.waits
+                   else f"no reply to {step.do.command} after {ev.attempt} attempts")
+            c.fail_step(why, maybe_done=step)
         return None
     if ev.kind == "retry":
         c.undo(step, ev.attempt + 1)

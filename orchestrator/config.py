@@ -62,6 +62,25 @@ class Settings(BaseSettings):
     integraciones_api_url: str = Field("http://localhost:5001", alias="INTEGRACIONES_API_URL")
     alianzas_api_url: str = Field("http://localhost:5002", alias="ALIANZAS_API_URL")
 
+    # Which participant services the orchestrator drives (README, "Participant profiles"):
+    # `contract`, this project's CloudEvents contract on Pulsar; `alpes`, the Alpes services
+    # as they are (HTTP, Avro and JSON topics), with their own saga definition.
+    participants: str = Field("contract", alias="PARTICIPANTS", pattern=r"^(contract|alpes)$")
+    # alpes: how a partner is created, integraciones' HTTP API or its Avro command on Pulsar.
+    integraciones_transport: str = Field("http", alias="INTEGRACIONES_TRANSPORT", pattern=r"^(http|pulsar)$")
+    alpes_partner_creado_topic: str = Field("PartnerCreado", alias="ALPES_PARTNER_CREADO_TOPIC")
+    alpes_comando_crear_partner_topic: str = Field("comando-crear-partner",
+                                                   alias="ALPES_COMANDO_CREAR_PARTNER_TOPIC")
+    alpes_contrato_creado_topic: str = Field("ContratoCreado", alias="ALPES_CONTRATO_CREADO_TOPIC")
+    alpes_contrato_aprobado_topic: str = Field("contrato-aprobado", alias="ALPES_CONTRATO_APROBADO_TOPIC")
+    alpes_contrato_rechazado_topic: str = Field("contrato-rechazado", alias="ALPES_CONTRATO_RECHAZADO_TOPIC")
+    alpes_contract_timeout_s: float = Field(60.0, alias="ALPES_CONTRACT_TIMEOUT_S", gt=0)
+    alpes_compliance_timeout_s: float = Field(60.0, alias="ALPES_COMPLIANCE_TIMEOUT_S", gt=0)
+    # Calls to the participants' HTTP APIs: each try's timeout, and tries per call (5xx and
+    # connection errors are retried with backoff; the saga's own retries come on top).
+    http_timeout_s: float = Field(5.0, alias="PARTICIPANT_HTTP_TIMEOUT_S", gt=0, le=300)
+    http_attempts: int = Field(3, alias="PARTICIPANT_HTTP_ATTEMPTS", ge=1, le=20)
+
     # Kafka, where Faust keeps its streams and tables.
     kafka_broker_url: str = Field("kafka://localhost:9092", alias="KAFKA_BROKER_URL")
     app_id: str = Field("saga-orchestrator", alias="APP_ID", min_length=1)

@@ -1,21 +1,35 @@
-"""The saga definition with the step policies taken from the settings."""
+"""The saga definitions with the step policies taken from the settings."""
 
 from __future__ import annotations
 
-from domain.definition import RetryPolicy, SagaDefinition, partner_creation
+from domain.definition import RetryPolicy, SagaDefinition, alpes_partner, partner_creation
 from orchestrator.config import Settings
 
-__all__ = ["definition_from"]
+__all__ = ["definition_from", "definitions_from"]
+
+
+def _policy(cfg: Settings, timeout: float | None, attempts: int) -> RetryPolicy:
+    return RetryPolicy(reply_timeout_s=timeout or cfg.reply_timeout_s, max_attempts=attempts,
+                       backoff_s=cfg.backoff_s, backoff_max_s=cfg.backoff_max_s)
+
+
+def definitions_from(cfg: Settings) -> dict[str, SagaDefinition]:
+    """Every flow by name: a saga keeps the flow it started with (`SagaState.flow`)."""
+    partner = {
+        "create_partner": _policy(cfg, cfg.create_partner_timeout_s, cfg.max_attempts),
+        "create_alliance": _policy(cfg, cfg.create_alliance_timeout_s, cfg.max_attempts),
+        "revert_partner": _policy(cfg, cfg.revert_partner_timeout_s, cfg.undo_max_attempts),
+        "cancel_alliance": _policy(cfg, cfg.cancel_alliance_timeout_s, cfg.undo_max_attempts),
+    }
+    alpes = {
+        "create_partner": partner["create_partner"],
+        "delete_partner": _policy(cfg, cfg.revert_partner_timeout_s, cfg.undo_max_attempts),
+        "await_contract": _policy(cfg, cfg.alpes_contract_timeout_s, 1),
+        "await_compliance": _policy(cfg, cfg.alpes_compliance_timeout_s, 1),
+    }
+    return {d.name: d for d in (partner_creation(partner), alpes_partner(alpes))}
 
 
 def definition_from(cfg: Settings) -> SagaDefinition:
-    def policy(timeout: float | None, attempts: int) -> RetryPolicy:
-        return RetryPolicy(reply_timeout_s=timeout or cfg.reply_timeout_s, max_attempts=attempts,
-                           backoff_s=cfg.backoff_s, backoff_max_s=cfg.backoff_max_s)
-
-    return partner_creation({
-        "create_partner": policy(cfg.create_partner_timeout_s, cfg.max_attempts),
-        "create_alliance": policy(cfg.create_alliance_timeout_s, cfg.max_attempts),
-        "revert_partner": policy(cfg.revert_partner_timeout_s, cfg.undo_max_attempts),
-        "cancel_alliance": policy(cfg.cancel_alliance_timeout_s, cfg.undo_max_attempts),
-    })
+    """The flow new sagas start with: the participant profile's (PARTICIPANTS)."""
+    return definitions_from(cfg)["alpes-partner" if cfg.participants == "alpes" else "partner-creation"]

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from bridges.pulsar_inbound import LINK, SUBSCRIBED
 from bridges.pulsar_outbound import FAILING_TOPICS, OUTBOUND_TOPICS
+from domain.definition import definitions
 from domain.messages import CancelRequested, RetryRequested
-from domain.state import SagaStatus
 from orchestrator.app import app, cfg
 from orchestrator.services import STORE, readiness
 from orchestrator.web import BadRequest, read_body
@@ -30,7 +30,8 @@ from wire.internal import SagaEnvelope
 __all__ = ["ActiveSagas", "DashboardPage", "OperatorAction", "ReadyView", "SagaCounts", "SagaHistory",
            "SagaList"]
 
-_STATUSES = {s.value for s in SagaStatus}
+#: Every status of every flow (a list filter naming another one is a 400).
+_STATUSES = {str(x) for d in definitions().values() for x in d.statuses}
 _DASHBOARD = Path(__file__).with_name("dashboard.html")
 
 

@@ -146,7 +146,7 @@ class Saga:
     @property
     def status(self) -> str:
         assert self.state is not None
-        return self.state.status.value
+        return str(self.state.status)
 
 
 # --- a saga in each status that can persist -----------------------------------------------

@@ -37,4 +37,4 @@ def test_the_state_holds_only_the_last_events_transitions() -> None:
     assert s.state is not None
     last = s.decisions[-1]
     assert s.state.transitions == last.transitions
-    assert [t.to_status.value for t in s.state.transitions] == ["alliance_created", "completed"]
+    assert [str(t.to_status) for t in s.state.transitions] == ["alliance_created", "completed"]

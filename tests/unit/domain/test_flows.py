@@ -23,7 +23,7 @@ def all_commands(s: k.Saga, type_: str | None = None) -> list[Command]:
 
 
 def history(s: k.Saga) -> list[tuple[str | None, str]]:
-    return [(t.from_status and t.from_status.value, t.to_status.value)
+    return [(t.from_status and str(t.from_status), str(t.to_status))
             for d in s.decisions for t in d.transitions]
 
 
@@ -58,7 +58,8 @@ def test_happy_path_over_http() -> None:
     done = d.commands[0]
     assert done.destination is Destination.LIFECYCLE
     assert done.data == {"status": "completed", "partner_id": k.PARTNER_ID,
-                         "alliance_id": k.ALLIANCE_ID, "reason": None, "needs_attention": False}
+                         "alliance_id": k.ALLIANCE_ID, "reason": None, "flow": "partner-creation",
+                         "needs_attention": False}
     assert (s.status, s.state.deadline, s.state.origin) == ("completed", None, "http")
     assert s.state.done_steps == ("create_partner", "create_alliance")
     assert history(s) == [(None, "started"), ("started", PCIP), (PCIP, "partner_created"),
@@ -430,8 +431,8 @@ def test_transitions_record_from_and_to(flow: str) -> None:
                 event.event_id, event.type, at, d.state.version)  # type: ignore[attr-defined]
             previous = t.to_status
         if d.state is not None and d.outcome == "applied":
-            assert previous is d.state.status
-    assert previous is s.state.status
+            assert previous == d.state.status
+    assert previous == s.state.status
 
 
 def test_a_second_partner_made_by_a_retried_create_partner_is_reverted_once() -> None:
