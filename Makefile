@@ -35,7 +35,7 @@ clean: ## stop the stack and delete its data, logs and worker datadirs (keeps th
 	@./stack/stack.sh clean
 	@rm -rf .pytest_cache .ruff_cache .mypy_cache
 
-run: dev-up ## orchestrator + participant simulators + demo sagas on the local stack (DEMO=0: no demo load)
+run: dev-up ## orchestrator + participant simulators + demo sagas on the local stack (DEMO=0: no demo load; PARTICIPANTS=alpes)
 	@./stack/run.sh
 
 worker: dev-up ## the orchestrator worker alone, as deployed (web on 127.0.0.1:$(WEB_PORT))

@@ -4,29 +4,52 @@ A PartnerCreated that names a saga (sagaid, or the correlationid of an HTTP-star
 registers its partner with that saga; one that names none opens the partner's own saga.
 A partner has one partner-creation saga: a second PartnerCreated for it goes to the saga it
 already has, which records it as a duplicate.
+
+The Alpes services name only the partner, never a saga (PARTICIPANTS=alpes). A PartnerCreado
+for a partner the index does not know may be one a saga asked for (its HTTP answer not here
+yet, or the Avro command, which has no answer) or one nobody asked for: the partner is
+parked (its entry marked pending, its events kept, in order, up to PARK_LIMIT), looked up at
+integraciones (bridges/alpes.py) and matched by email to the saga that claimed that email
+before creating it, or else given a saga of its own; then its parked events go there. A
+created partner's HTTP answer, naming its saga, settles it as well.
 """
 
 from __future__ import annotations
 
-from faust.types import StreamT
+import json
+import time
+from typing import Any
+
+from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
+from bridges.alpes import ALPES, email_key
 from domain import ids
 from orchestrator.app import app
 from orchestrator.metrics import METRICS
 from streams.partner_saga import partner_routing, saga_events
 from tables.partner_saga import partner_sagas
 from wire.cloudevents import Inbound
-from wire.internal import PartnerRouted, SagaEnvelope
+from wire.internal import PartnerRouted, RoutingNote, SagaEnvelope
 from wire.routing import saga_for
 
-__all__ = ["route_partner_events"]
+__all__ = ["PARK_LIMIT", "route_partner_events"]
+
+#: A pending partner's entry starts with this (a saga id never does).
+PENDING = b"~"
+#: Events kept for a partner while it is looked up; past it they are dead-lettered.
+PARK_LIMIT = 32
+#: A pending partner is looked up again when one of its events comes after this long.
+LOOKUP_AGAIN_S = 30.0
 
 
 @app.agent(partner_routing, name="partner-routing")
 async def route_partner_events(stream: StreamT[bytes]) -> None:
     async for event in stream.events():
+        if event.value.startswith(RoutingNote.PREFIX):
+            await _note(event)
+            continue
         try:
             msg = PartnerRouted.model_validate_json(event.value)
         except ValidationError as exc:
@@ -34,14 +57,23 @@ async def route_partner_events(stream: StreamT[bytes]) -> None:
                               origin=partner_routing.get_topic_name())
             continue
         known_raw = partner_sagas.get(msg.partner_id)
+        if known_raw is not None and known_raw.startswith(PENDING):
+            await _pending(msg, known_raw)
+            continue
         known = known_raw.decode() if known_raw is not None else None
         if msg.type == "ForgetPartner":  # retention: its saga left the live tables
             if known is not None and known == msg.saga_id:
                 del partner_sagas[msg.partner_id]
             continue
+        if known is None and _names_only_its_partner(msg):
+            _park(msg.partner_id, [msg], lookup=True)
+            continue
         saga_id = saga_for(msg, known)
-        if saga_id is not None and saga_id == msg.tried:
-            saga_id = None  # the partner's own saga, already tried: it does not exist
+        if saga_id is not None and saga_id == msg.tried and known != saga_id:
+            # The partner's own saga, already tried: it does not exist. (Unless the index
+            # registered the partner with it since: an Alpes partner's own saga is opened
+            # once its lookup settles, after which this event follows the opening one.)
+            saga_id = None
         if saga_id is None:
             await dead_letter(msg.raw.encode(), f"no saga to match: no saga for partner {msg.partner_id}",
                               origin=msg.origin, message_id=msg.event_id)
@@ -63,3 +95,97 @@ async def route_partner_events(stream: StreamT[bytes]) -> None:
             partner_sagas[msg.partner_id] = saga_id.encode()
         METRICS.inc("routed_total", type=msg.type)
         await saga_events.send(key=saga_id.encode(), value=envelope.model_dump_json().encode())
+
+
+def _names_only_its_partner(msg: PartnerRouted) -> bool:
+    """An Alpes PartnerCreado: no saga, no correlation, not even the partner's data."""
+    return msg.type == "PartnerCreated" and not msg.saga_id and not msg.correlation_id \
+        and not msg.fields.get("partner")
+
+
+def _park(partner_id: str, parked: list[PartnerRouted], *, lookup: bool, since: float | None = None) -> None:
+    now = time.time()
+    if lookup:
+        ALPES.lookup(partner_id)
+        since = now
+    value = {"since": since or now, "parked": [m.model_dump(mode="json") for m in parked]}
+    partner_sagas[partner_id] = PENDING + json.dumps(value).encode()
+    METRICS.inc("partners_parked_total" if len(parked) == 1 else "events_parked_total")
+
+
+def _parked(raw: bytes) -> tuple[float, list[PartnerRouted]]:
+    value = json.loads(raw[len(PENDING):])
+    return float(value["since"]), [PartnerRouted.model_validate(m) for m in value["parked"]]
+
+
+async def _pending(msg: PartnerRouted, raw: bytes) -> None:
+    """An event of a partner being looked up: a created partner's answer naming its saga
+    settles it; anything else waits with the others."""
+    since, parked = _parked(raw)
+    if msg.type == "PartnerCreated" and msg.saga_id:
+        await _settle(msg.partner_id, msg.saga_id, [msg, *parked])
+        return
+    if len(parked) >= PARK_LIMIT:
+        await dead_letter(msg.raw.encode(), f"no saga to match: partner {msg.partner_id} is still being "
+                          f"looked up and already has {PARK_LIMIT} events waiting", origin=msg.origin,
+                          message_id=msg.event_id)
+        return
+    again = time.time() - since > LOOKUP_AGAIN_S
+    _park(msg.partner_id, [*parked, msg], lookup=again, since=since)
+
+
+async def _settle(partner_id: str, saga_id: str, events: list[PartnerRouted],
+                  partner: dict[str, Any] | None = None) -> None:
+    """The partner is saga `saga_id`'s: register it, and send its events there in order."""
+    partner_sagas[partner_id] = saga_id.encode()
+    for m in events:
+        fields = m.fields
+        if m.type == "PartnerCreated" and partner and not fields.get("partner"):
+            fields = {**fields, "partner": partner}
+        await _forward(m.model_copy(update={"fields": fields}), saga_id)
+
+
+async def _forward(msg: PartnerRouted, saga_id: str) -> None:
+    inbound = Inbound(msg.type, msg.event_id, msg.saga_id, msg.correlation_id, msg.partner_id, msg.fields)
+    try:
+        envelope = SagaEnvelope(event=inbound.event(saga_id), raw=msg.raw, origin=msg.origin,
+                                received_at=msg.received_at)
+    except ValidationError as exc:
+        await dead_letter(msg.raw.encode(), f"invalid event: {exc.errors()[0]['msg']}",
+                          origin=msg.origin, message_id=msg.event_id)
+        return
+    METRICS.inc("routed_total", type=msg.type)
+    await saga_events.send(key=saga_id.encode(), value=envelope.model_dump_json().encode())
+
+
+async def _note(event: EventT[bytes]) -> None:
+    try:
+        note = RoutingNote.model_validate_json(event.value)
+    except ValidationError as exc:
+        await dead_letter(event.value, f"invalid routing note: {exc.errors()[0]['msg']}",
+                          origin=partner_routing.get_topic_name())
+        return
+    if note.note == "claim-email" and note.email and note.saga_id:
+        partner_sagas[email_key(note.email)] = note.saga_id.encode()
+    elif note.note == "forget-email" and note.email:
+        claimed = partner_sagas.get(email_key(note.email))
+        if claimed is not None and claimed.decode() == note.saga_id:
+            del partner_sagas[email_key(note.email)]
+    elif note.note == "looked-up" and note.email and note.partner_id:
+        # Whose partner: the saga that claimed its email, else a saga of its own.
+        claimed = partner_sagas.get(email_key(note.email))
+        saga_id = claimed.decode() if claimed is not None else ids.saga_id_for_partner(note.partner_id)
+        settled = note.model_copy(update={"note": "claimed", "saga_id": saga_id})
+        await partner_routing.send(key=note.partner_id.encode(), value=settled.model_dump_json().encode())
+    elif note.note == "claimed" and note.partner_id:
+        raw = partner_sagas.get(note.partner_id)
+        if raw is None or not raw.startswith(PENDING):
+            return  # settled already (its HTTP answer came first)
+        _, parked = _parked(raw)
+        if note.saga_id is None:
+            del partner_sagas[note.partner_id]
+            for m in parked:
+                await dead_letter(m.raw.encode(), f"no saga to match: integraciones does not know partner "
+                                  f"{note.partner_id}", origin=m.origin, message_id=m.event_id)
+            return
+        await _settle(note.partner_id, note.saga_id, parked, note.partner)

@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from agents.acks import InOrderAcks
 from agents.dead_letters import dead_letter
+from bridges.alpes import email_key
 from bridges.pulsar_client import Outgoing
 from bridges.pulsar_outbound import OUTBOUND
 from domain import SagaState, decide, ids
@@ -42,7 +43,7 @@ from orchestrator.metrics import METRICS
 from orchestrator.policies import definition_from, definitions_from
 from streams.partner_saga import partner_routing, saga_events
 from tables.partner_saga import DEADLINES, sagas
-from wire.internal import ForgetSaga, PartnerRouted, SagaEnvelope
+from wire.internal import ForgetSaga, PartnerRouted, RoutingNote, SagaEnvelope
 
 __all__ = ["DEFINITION", "DEFINITIONS", "StoreFailed", "handle", "run_sagas"]
 
@@ -138,8 +139,10 @@ async def _to_partner_index(envelope: SagaEnvelope) -> None:
     fields = ev.model_dump(mode="json", exclude={"event_id", "saga_id", "correlation_id", "type"})
     # Events such as PartnerCreationFailed have no partner field of their own: the partner
     # they were routed by is in the message as received.
-    received = json.loads(envelope.raw or "{}")
-    partner_id = fields.get("partner_id") or received.get("data", {}).get("partner_id")
+    partner_id = fields.get("partner_id")
+    if not partner_id:
+        received = json.loads(envelope.raw or "{}")
+        partner_id = received.get("data", {}).get("partner_id")
     msg = PartnerRouted(type=ev.type, event_id=ev.event_id, saga_id=None, correlation_id=None,
                         partner_id=partner_id, fields=fields, raw=envelope.raw or "",
                         origin=envelope.origin or "", received_at=envelope.received_at or time.time(),
@@ -166,7 +169,14 @@ async def _forget(event: EventT[bytes]) -> None:
         DEADLINES.forget(partition, saga_id, state.updated_at)
         del sagas[saga_id]
         METRICS.inc("sagas_expired_total")
-        if partner_id is not None and saga_id != ids.saga_id_for_partner(partner_id):
+        if state.flow == "alpes-partner":
+            # Its email claim (bridges/alpes.py) lives in the email's partition.
+            forget_email = RoutingNote(note="forget-email", email=state.partner.email.strip().lower(),
+                                       saga_id=saga_id, at=time.time())
+            await partner_routing.send(key=email_key(state.partner.email).encode(),
+                                       value=forget_email.model_dump_json().encode())
+        if partner_id is not None and (saga_id != ids.saga_id_for_partner(partner_id)
+                                       or state.flow == "alpes-partner"):
             # Its partner-index entry lives in the partner's partition: the routing agent
             # drops it.
             forget = PartnerRouted(type="ForgetPartner", event_id=f"forget:{saga_id}", saga_id=saga_id,
@@ -220,8 +230,11 @@ async def _plan(event: EventT[bytes]) -> _Plan | None:
         stored, old_deadline = raw_state, None
     else:
         stored, old_deadline = None, None
-    plan = _Plan(event.message.partition, saga_id, old_deadline, new, stored, decision.commands,
-                 OUTBOUND.encode(decision.commands))
+    commands = decision.commands
+    if decision.outcome == "duplicate":
+        commands = tuple(c.model_copy(update={"repeat": True}) for c in commands)
+    plan = _Plan(event.message.partition, saga_id, old_deadline, new, stored, commands,
+                 OUTBOUND.encode(commands))
     if decision.outcome == "ignored":
         log.info("saga %s ignored %s %s: %s", saga_id, ev.type, ev.event_id, decision.reason)
         if ev.type in PARTICIPANT_EVENT_TYPES:

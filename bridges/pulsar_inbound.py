@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pulsar
@@ -23,11 +23,17 @@ from bridges.pulsar_client import PulsarLink
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
 from streams.partner_saga import partner_routing, saga_events
+from wire.alpes import (
+    decode_contrato_aprobado,
+    decode_contrato_creado,
+    decode_contrato_rechazado,
+    decode_partner_creado,
+)
 from wire.cloudevents import Inbound, WireError, decode_inbound
 from wire.internal import PartnerRouted, SagaEnvelope
 from wire.routing import first_hop
 
-__all__ = ["LINK", "SUBSCRIBED", "pump", "route"]
+__all__ = ["INBOUND_TOPICS", "LINK", "SUBSCRIBED", "pump", "route"]
 
 log = logging.getLogger(__name__)
 LINK = PulsarLink(cfg.broker_url)
@@ -35,11 +41,31 @@ LINK = PulsarLink(cfg.broker_url)
 SUBSCRIBED: set[str] = set()
 
 
+#: The Alpes services' topics and how each is read (PARTICIPANTS=alpes); every other topic
+#: carries the CloudEvents contract.
+_ALPES_DECODERS: dict[str, Callable[[bytes, str], Inbound]] = {
+    cfg.pulsar_topic(cfg.alpes_partner_creado_topic): decode_partner_creado,
+    cfg.pulsar_topic(cfg.alpes_contrato_creado_topic): decode_contrato_creado,
+    cfg.pulsar_topic(cfg.alpes_contrato_aprobado_topic): decode_contrato_aprobado,
+    cfg.pulsar_topic(cfg.alpes_contrato_rechazado_topic): decode_contrato_rechazado,
+}
+#: The topics the bridge consumes, by participant profile.
+INBOUND_TOPICS: tuple[str, ...] = (
+    tuple(_ALPES_DECODERS) if cfg.participants == "alpes"
+    else (cfg.pulsar_topic(cfg.partner_events_topic), cfg.pulsar_topic(cfg.alliance_events_topic))
+)
+
+
+def decode(raw: bytes, origin: str, message_id: str) -> Inbound:
+    decoder = _ALPES_DECODERS.get(origin) if cfg.participants == "alpes" else None
+    return decoder(raw, message_id) if decoder is not None else decode_inbound(raw)
+
+
 async def route(raw: bytes, origin: str, message_id: str,
                 received_at: float) -> Awaitable[RecordMetadata]:
     """Write one received message to Kafka; return the future of Kafka's acknowledgement."""
     try:
-        key, topic, value = _routed(decode_inbound(raw), origin, received_at)
+        key, topic, value = _routed(decode(raw, origin, message_id), origin, received_at)
     except WireError as exc:
         return await dead_letter(raw, str(exc), origin=origin, message_id=message_id)
     except Exception as exc:
@@ -139,11 +165,13 @@ async def supervise(topic: str) -> None:
             delay = min(delay * 2, 30.0)
 
 
-@app.task
-async def bridge_partner_events() -> None:
-    await supervise(cfg.pulsar_topic(cfg.partner_events_topic))
+def _bridge(topic: str) -> Callable[[], Awaitable[None]]:
+    async def bridge() -> None:
+        await supervise(topic)
+
+    bridge.__name__ = bridge.__qualname__ = f"bridge {topic.rsplit('/', 1)[-1]}"
+    return bridge
 
 
-@app.task
-async def bridge_alliance_events() -> None:
-    await supervise(cfg.pulsar_topic(cfg.alliance_events_topic))
+for _topic in INBOUND_TOPICS:
+    app.task(_bridge(_topic))

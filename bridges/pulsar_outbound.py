@@ -27,6 +27,7 @@ import faust
 from faust.types import StreamT
 
 from agents.dead_letters import dead_letter
+from bridges.alpes import ALPES
 from bridges.pulsar_client import Outgoing, is_permanent, result_name
 from bridges.pulsar_inbound import LINK
 from domain.messages import Command, Destination
@@ -46,8 +47,13 @@ TOPIC_FOR = {
     Destination.LIFECYCLE: cfg.pulsar_topic(cfg.lifecycle_topic),
 }
 #: Every topic the worker produces to; their producers are opened at start-up (and /ready
-#: waits for them).
-OUTBOUND_TOPICS = frozenset({*TOPIC_FOR.values(), cfg.pulsar_topic(cfg.dead_letter_topic)})
+#: waits for them). With PARTICIPANTS=alpes, integraciones' commands are its own calls
+#: (bridges/alpes.py): over HTTP, or its Avro command topic.
+_AVRO_COMMANDS = cfg.pulsar_topic(cfg.alpes_comando_crear_partner_topic)
+OUTBOUND_TOPICS = frozenset(
+    {TOPIC_FOR[Destination.LIFECYCLE], cfg.pulsar_topic(cfg.dead_letter_topic),
+     *((_AVRO_COMMANDS,) if cfg.integraciones_transport == "pulsar" else ())}
+    if cfg.participants == "alpes" else {*TOPIC_FOR.values(), cfg.pulsar_topic(cfg.dead_letter_topic)})
 BATCH = 500
 WITHIN_S = 0.005
 
@@ -147,7 +153,7 @@ class Outbound:
         """The Pulsar messages of `commands`. The saga agent encodes before it stores the
         saga's new state, so that nothing can fail between that write and the hand-over."""
         return [(TOPIC_FOR[c.destination], encode_command(c), {"sagaid": c.saga_id, "type": c.type},
-                 c.saga_id) for c in commands]
+                 c.saga_id) for c in commands if not ALPES.handles(c)]
 
     async def send(self, commands: Sequence[Command], items: list[Outgoing],
                    ack: Callable[[], Awaitable[object]]) -> None:
@@ -158,6 +164,11 @@ class Outbound:
         while self._waiting >= self._max:
             self._room.clear()
             await self._room.wait()
+        if len(items) < len(commands):  # some are calls to a participant's API, not messages
+            for c in commands:
+                if ALPES.handles(c):
+                    ALPES.dispatch(c)
+            commands = [c for c in commands if not ALPES.handles(c)]
         self._queue.append((items, commands, ack))
         self._waiting += 1
         self._handed.set()

@@ -262,3 +262,9 @@ class Command(_Model):
     destination: Destination
     type: str
     data: dict[str, Any]
+    # Which try of its step this is (1 for lifecycle notices): an adapter that cannot tell
+    # whether an earlier try happened (a create answered "already exists") needs it.
+    attempt: int = 1
+    # Sent again for an event applied before (a redelivery): the first sending may have been
+    # carried out, so an adapter treats "already exists" as maybe its own doing.
+    repeat: bool = False

@@ -85,7 +85,7 @@ class _Change:
             Command(command_id=ids.command_id(self.s.saga_id, step.name, kind, attempt),
                     saga_id=self.s.saga_id, correlation_id=self.s.correlation_id,
                     destination=action.destination, type=action.command,
-                    data=action.data(self.s) if data is None else data)
+                    data=action.data(self.s) if data is None else data, attempt=attempt)
         )
 
     def attempt_ids(self, step: Step) -> list[str]:

@@ -15,7 +15,7 @@ from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
-from bridges.pulsar_inbound import LINK, SUBSCRIBED
+from bridges.pulsar_inbound import INBOUND_TOPICS, LINK, SUBSCRIBED
 from bridges.pulsar_outbound import FAILING_TOPICS, OUTBOUND_TOPICS
 from domain.definition import definitions
 from domain.messages import CancelRequested, RetryRequested
@@ -177,7 +177,7 @@ class OperatorAction(View):
 @app.page("/ready")
 class ReadyView(View):
     async def get(self, request: Request) -> Response:
-        wanted = {cfg.pulsar_topic(cfg.partner_events_topic), cfg.pulsar_topic(cfg.alliance_events_topic)}
+        wanted = set(INBOUND_TOPICS)
         report = await readiness(wanted, set(SUBSCRIBED), set(OUTBOUND_TOPICS), LINK.ready_topics,
                                  FAILING_TOPICS)
         return self.json(report, status=200 if report["ready"] else 503)

@@ -1,8 +1,9 @@
 """A trickle of demo sagas, and a line for each saga that ends.
 
 Alternates the two ways a saga starts: an HTTP POST to the orchestrator, and a
-PartnerCreated published by "integraciones" on its own. Watches saga-lifecycle and
-prints how each saga ended, so a newcomer sees sagas complete and compensate.
+PartnerCreated published by "integraciones" on its own (with `--participants alpes`: a
+partner created straight at integraciones' HTTP API, which publishes its PartnerCreado).
+Watches saga-lifecycle and prints how each saga ended, so a newcomer sees sagas complete and compensate.
 
     python -m simulators.demo [--interval 2] [--web http://127.0.0.1:6066]
 """
@@ -32,7 +33,9 @@ def _topic(name: str) -> str:
 
 
 async def _start_http(session: aiohttp.ClientSession, web: str, n: int) -> None:
-    body = {"nombre": f"Demo Partner {n}", "email": f"demo{n}@example.com", "telefono": "+57 300 000 0000",
+    # A fresh email each time: integraciones refuses one it has seen (409 EMAIL_EXISTENTE).
+    body = {"nombre": f"Demo Partner {n}", "email": f"demo{n}-{uuid.uuid4().hex[:8]}@example.com",
+            "telefono": "+57 300 000 0000",
             "direccion": "Calle 1 # 2-3", "correlation_id": str(uuid.uuid4())}
     try:
         async with session.post(f"{web}/api/v1/saga/partner-creation", json=body) as r:
@@ -67,6 +70,13 @@ async def _run(args: argparse.Namespace) -> None:
         for n in itertools.count(1):
             if n % 2:
                 await _start_http(session, args.web, n)
+            elif args.participants == "alpes":
+                body = {"nombre": f"Demo Partner {n}", "email": f"own{n}-{uuid.uuid4().hex[:8]}@example.com"}
+                try:
+                    async with session.post(f"{args.integraciones}/api/v1/partners", json=body) as r:
+                        log.info("POST integraciones /api/v1/partners -> %s", r.status)
+                except aiohttp.ClientError as exc:
+                    log.warning("integraciones not reachable at %s: %s", args.integraciones, exc)
             else:
                 partner_id = str(uuid.uuid4())
                 await producer.send(encode_event(
@@ -94,6 +104,8 @@ def main() -> None:
     p.add_argument("--interval", type=float, default=float(env("DEMO_INTERVAL_S", "2")))
     p.add_argument("--partner-events", default=env("PARTNER_EVENTS_TOPIC", "partner-events"))
     p.add_argument("--lifecycle", default=env("SAGA_LIFECYCLE_TOPIC", "saga-lifecycle"))
+    p.add_argument("--participants", choices=("contract", "alpes"), default=env("PARTICIPANTS", "contract"))
+    p.add_argument("--integraciones", default=env("INTEGRACIONES_API_URL", "http://127.0.0.1:5001"))
     asyncio.run(_run(p.parse_args()))
 
 

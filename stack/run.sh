@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: the orchestrator worker in the foreground, with the participant simulators
 # and (unless DEMO=0) a trickle of demo sagas in the background. Ctrl-C stops all three.
+# PARTICIPANTS=alpes: the Alpes services' simulators (HTTP on 5001 and 8001, Avro and JSON
+# topics) and the orchestrator's Alpes flow.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STACK_DIR="${STACK_DIR:-$ROOT/.stack}"
@@ -17,7 +19,14 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-"$UV" run --no-sync python -m simulators.participants >"$STACK_DIR/logs/simulators.log" 2>&1 &
+export PARTICIPANTS="${PARTICIPANTS:-contract}"
+if [[ "$PARTICIPANTS" == alpes ]]; then
+    export INTEGRACIONES_API_URL="${INTEGRACIONES_API_URL:-http://127.0.0.1:5001}"
+    export ALIANZAS_API_URL="${ALIANZAS_API_URL:-http://127.0.0.1:8001}"
+    "$UV" run --no-sync python -m simulators.alpes --reject-contract 0.2 >"$STACK_DIR/logs/simulators.log" 2>&1 &
+else
+    "$UV" run --no-sync python -m simulators.participants >"$STACK_DIR/logs/simulators.log" 2>&1 &
+fi
 children+=($!)
 if [[ "${DEMO:-1}" != 0 ]]; then
     # The demo's lines (sagas starting and ending) come to this terminal and to its log.
@@ -26,7 +35,7 @@ if [[ "${DEMO:-1}" != 0 ]]; then
 fi
 cat <<MSG
 ------------------------------------------------------------------------------------------
- saga orchestrator: worker on http://127.0.0.1:$WEB_PORT   dashboard: http://127.0.0.1:$WEB_PORT/dashboard
+ saga orchestrator ($PARTICIPANTS participants): worker on http://127.0.0.1:$WEB_PORT   dashboard: /dashboard
  health: /health  /ready   a saga: /api/v1/saga/status/<id>   lists: /api/v1/sagas
  participant simulators log: $STACK_DIR/logs/simulators.log     demo log: $STACK_DIR/logs/demo.log
  lifecycle events: make monitor     stack: make status / make logs     stop: Ctrl-C, then make dev-down

@@ -9,12 +9,16 @@ each message; it knows nothing of sagas.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from typing import Any
 
 import fastavro
 from fastavro.types import Schema
+from pydantic import ValidationError
+
+from wire.cloudevents import MAX_MESSAGE_BYTES, Inbound, WireError
 
 __all__ = [
     "COMANDO_CREAR_PARTNER",
@@ -23,6 +27,11 @@ __all__ = [
     "DecodeError",
     "avro_decode",
     "avro_encode",
+    "decode_contrato_aprobado",
+    "decode_contrato_creado",
+    "decode_contrato_rechazado",
+    "decode_partner_creado",
+    "encode_crear_partner",
     "json_decode",
     "json_encode",
 ]
@@ -97,3 +106,95 @@ def json_decode(payload: bytes) -> dict[str, Any]:
 
 def json_encode(value: dict[str, Any]) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
+# --- inbound: the services' messages as participant events, before routing ------------------
+def _event_id(kind: str, message_id: str) -> str:
+    """These messages carry no id of their own: the Pulsar message id names them (the same on
+    every redelivery), so the saga recognises a message it already applied."""
+    return f"alpes:{kind}:{message_id}"
+
+
+def _text(payload: bytes) -> str:
+    """The message as received, for dead letters further on (Avro as base64)."""
+    return "base64:" + base64.b64encode(payload).decode()
+
+
+def _partner_id(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200 or not value.isprintable():
+        raise WireError(f"{what}: partner_id missing or not a printable string of at most 200 characters")
+    return value
+
+
+def _opt_str(record: dict[str, Any], name: str, limit: int = 200) -> str | None:
+    v = record.get(name)
+    if v is None:
+        return None
+    return str(v)[:limit] if isinstance(v, str | int | float) else None
+
+
+def decode_partner_creado(payload: bytes, message_id: str) -> Inbound:
+    """`PartnerCreado` (Avro EventoPartnerCreado): it names only the partner."""
+    try:
+        record = avro_decode(EVENTO_PARTNER_CREADO, payload)
+    except DecodeError as exc:
+        raise WireError(f"PartnerCreado: {exc}") from None
+    data = record.get("data") or {}
+    pid = _partner_id(data.get("partner_id"), "PartnerCreado")
+    return Inbound("PartnerCreated", _event_id("PartnerCreado", message_id), None, None, pid,
+                   {"partner_id": pid}, _text(payload))
+
+
+def _contract_json(payload: bytes, topic: str) -> dict[str, Any]:
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise WireError(f"{topic}: oversized: {len(payload)} bytes, limit {MAX_MESSAGE_BYTES}")
+    try:
+        return json_decode(payload)
+    except DecodeError as exc:
+        raise WireError(f"{topic}: {exc}") from None
+
+
+def decode_contrato_creado(payload: bytes, message_id: str) -> Inbound:
+    """`ContratoCreado` (alianzas' JSON contract; its `id` is null on the wire)."""
+    c = _contract_json(payload, "ContratoCreado")
+    pid = _partner_id(c.get("partner_id"), "ContratoCreado")
+    monto = c.get("monto")
+    fields: dict[str, Any] = {"partner_id": pid, "contrato_id": _opt_str(c, "id"),
+                              "tipo": _opt_str(c, "tipo", 50), "moneda": _opt_str(c, "moneda", 10),
+                              "monto": float(monto) if isinstance(monto, int | float) else None}
+    return _checked(Inbound("ContractCreated", _event_id("ContratoCreado", message_id), None, None, pid,
+                            fields, payload.decode("utf-8")))
+
+
+def decode_contrato_aprobado(payload: bytes, message_id: str) -> Inbound:
+    c = _contract_json(payload, "contrato-aprobado")
+    pid = _partner_id(c.get("partner_id"), "contrato-aprobado")
+    return _checked(Inbound("ContractApproved", _event_id("contrato-aprobado", message_id), None, None, pid,
+                            {"partner_id": pid, "contrato_id": _opt_str(c, "contrato_id")},
+                            payload.decode("utf-8")))
+
+
+def decode_contrato_rechazado(payload: bytes, message_id: str) -> Inbound:
+    c = _contract_json(payload, "contrato-rechazado")
+    pid = _partner_id(c.get("partner_id"), "contrato-rechazado")
+    why = "; ".join(str(x) for x in (c.get("causa_rechazo"), c.get("validacion_fallida")) if x)
+    return _checked(Inbound("ContractRejected", _event_id("contrato-rechazado", message_id), None, None, pid,
+                            {"partner_id": pid, "contrato_id": _opt_str(c, "contrato_id"),
+                             "reason": (why or "rejected by compliance")[:2000]},
+                            payload.decode("utf-8")))
+
+
+def _checked(inbound: Inbound) -> Inbound:
+    try:
+        inbound.event("-")
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise WireError(f"{inbound.type}: invalid {where}: {first.get('msg')}") from None
+    return inbound
+
+
+def encode_crear_partner(data: dict[str, Any]) -> bytes:
+    """The Avro command integraciones consumes on `comando-crear-partner`."""
+    return avro_encode(COMANDO_CREAR_PARTNER, {"data": {k: data.get(k) for k in
+                                                       ("nombre", "email", "telefono", "direccion")}})

@@ -7,13 +7,13 @@ dead-letter topic as it was received.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from domain.messages import SagaEvent
 
-__all__ = ["ForgetSaga", "PartnerRouted", "SagaEnvelope"]
+__all__ = ["ForgetSaga", "PartnerRouted", "RoutingNote", "SagaEnvelope"]
 
 
 class SagaEnvelope(BaseModel):
@@ -57,3 +57,28 @@ class ForgetSaga(BaseModel):
     forget: tuple[tuple[str, int, str | None], ...]
 
     PREFIX: ClassVar[bytes] = b'{"forget":'
+
+
+class RoutingNote(BaseModel):
+    """The partner index's own messages for participants that name only a partner (the
+    Alpes services, agents/partner_routing.py), on `<app>-partner-routing` beside
+    PartnerRouted; its JSON starts with `{"note":`:
+    - `claim-email` (key `email:<email>`): saga `saga_id` is creating a partner with this
+      email; sent, and acknowledged by Kafka, before the create command leaves;
+    - `looked-up` (key `email:<email>`): integraciones says partner `partner_id` has this
+      email (and `partner`, its data): the index decides whose partner it is;
+    - `claimed` (key: the partner id): partner `partner_id` belongs to saga `saga_id` (None:
+      integraciones does not know the partner); its events parked meanwhile go there;
+    - `forget-email` (key `email:<email>`): retention, saga `saga_id` left the live tables.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    note: Literal["claim-email", "looked-up", "claimed", "forget-email"]
+    email: str | None = None
+    partner_id: str | None = None
+    saga_id: str | None = None
+    partner: dict[str, Any] | None = None
+    at: float = 0.0
+
+    PREFIX: ClassVar[bytes] = b'{"note":'
