@@ -6,7 +6,7 @@ UV := $(CURDIR)/stack/uv.sh
 WEB_PORT ?= 6066
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit bench lint \
+.PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit bench lint prometheus \
         browser snapshots-rebuild tables-restore chaos bench-e2e bench-agent bench-tick bench-timeouts bench-retention bench-charts \
         compose-config docker-up docker-down images full-up full-down simple-up simple-down shared-up shared-down \
         dev-compose-up dev-compose-down integration-check
@@ -47,11 +47,14 @@ simulators: setup ## the participant simulators alone (see python -m simulators.
 monitor: setup ## saga lifecycle events as they happen (scripts/monitor_saga_events.py; BROKER_URL=)
 	@$(UV) run --no-sync python scripts/monitor_saga_events.py
 
-test: dev-up browser ## the whole suite (unit, integration, end to end) on the local stack
+test: dev-up browser prometheus ## the whole suite (unit, integration, end to end) on the local stack
 	@$(UV) run --no-sync pytest $(PYTEST_ARGS)
 
 browser: ## install Debian's Chromium when missing (the dashboard test drives it headless)
 	@./stack/browser.sh
+
+prometheus: ## install Debian's Prometheus server when missing (a test evaluates the Grafana dashboard with it)
+	@./stack/prometheus.sh
 
 snapshots-rebuild: setup ## rewrite every PostgreSQL snapshot from the sagas changelog
 	@$(UV) run --no-sync python -m snapshots rebuild

@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 
 from faust.types import RecordMetadata
 
-from orchestrator.metrics import METRICS
+from orchestrator.metrics import METRICS, reason_class
 from streams.partner_saga import dead_letters
 
 __all__ = ["dead_letter"]
@@ -21,7 +21,7 @@ async def dead_letter(original: bytes, reason: str, *, origin: str, key: bytes |
     """Queue `original` (as received) with its reason; return the future of Kafka's
     acknowledgement. In an agent, the producer flush before the offset commit makes it
     durable before the source offset moves on; the Pulsar bridge awaits the future."""
-    METRICS.inc("dead_letters_total", origin=origin.rsplit("/", 1)[-1])
+    METRICS.inc("dead_letters_total", origin=origin.rsplit("/", 1)[-1], reason=reason_class(reason))
     log.warning("dead letter from %s: %s", origin, reason)
     return await dead_letters.send(
         key=key,

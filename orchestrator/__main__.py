@@ -1,4 +1,5 @@
-"""`python -m orchestrator worker ...`: check the settings and services, then run Faust."""
+"""`python -m orchestrator worker ...`: check the settings and services, then run Faust.
+`python -m orchestrator sagas ...`: the operator's CLI (orchestrator/cli.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from orchestrator.preflight import check_reachable, ensure_topics
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "sagas":  # the operator's CLI: HTTP only, no settings
+        from orchestrator.cli import main as sagas
+
+        raise SystemExit(sagas(sys.argv[2:]))
     try:
         cfg = load_settings()
         cfg.install_event_loop()

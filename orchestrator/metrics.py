@@ -1,16 +1,74 @@
-"""In-process counters and a step-latency histogram, rendered as Prometheus text.
+"""The worker's metrics: in-process counters, gauges and a step-latency histogram, exposed in
+the Prometheus text format by the official client (prometheus_client).
 
-Plain dicts on the event loop: no locks needed, no per-event allocation beyond a tuple key.
+The hot path only adds to plain dicts on the event loop (no locks, no per-event allocation
+beyond a tuple key): about 2 µs for an event's three updates, against 5 µs through
+prometheus_client's own Counter and Histogram objects (`python -m benchmarks.metrics_cost`).
+prometheus_client reads them at scrape time through a collector, and writes the exposition.
+Names follow Prometheus' conventions: a `saga_` prefix, `_total` counters, base units
+(seconds) in the name.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterator
 
-__all__ = ["METRICS", "Metrics"]
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["HELP", "METRICS", "Metrics", "reason_class"]
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+#: What each metric counts (its HELP line); a metric not listed gets its name.
+HELP = {
+    "events_total": "Saga events decided, by event type and outcome (applied, duplicate, ignored, rejected).",
+    "transitions_total": "Saga status changes, by the status entered (to).",
+    "commands_total": "Commands and lifecycle notices decided, by type.",
+    "commands_sent_total": "Commands acknowledged by Pulsar (or handed to a participant's API), by type.",
+    "commands_dead_lettered_total": "Commands Pulsar refused for good, dead-lettered, by type and reason.",
+    "dead_letters_total": "Messages sent to the dead-letter topic, by origin topic and reason class.",
+    "inbound_total": "Participant messages taken from Pulsar into Kafka.",
+    "routed_total": "Events routed by the partner index, by type.",
+    "routed_to_partner_index_total": "Events handed to the partner index after their partner's own saga "
+                                     "was not found, by type.",
+    "timeouts_fired_total": "Deadlines that fired (reply timeouts and retry backoffs).",
+    "stale_deadlines_dropped_total": "Deadline index entries dropped because their saga had moved on.",
+    "http_starts_total": "Sagas started over HTTP (POST /api/v1/saga/partner-creation).",
+    "participant_calls_total": "HTTP calls to a participant's API, by method and status (error: no answer).",
+    "partners_parked_total": "Partners parked at the partner index while being looked up.",
+    "events_parked_total": "Events parked with their partner while it was looked up.",
+    "pulsar_send_failures_total": "Pulsar sends that failed and were retried.",
+    "bridge_restarts_total": "Restarts of an inbound bridge after a failure.",
+    "sagas_expired_total": "Finished sagas removed from the live tables by retention.",
+    "retention_forget_sent_total": "Retention messages sent.",
+    "snapshots_written_total": "Saga states written to PostgreSQL by the snapshot mirror.",
+    "snapshots_rejected_total": "Saga states PostgreSQL refused (dead-lettered).",
+    "snapshot_write_failures_total": "Snapshot batches that failed and were retried.",
+    "snapshot_mirror_restarts_total": "Restarts of the snapshot mirror's child process.",
+    "outbound_events_waiting": "Saga events whose commands wait for Pulsar's acknowledgement.",
+    "events_unacknowledged": "Saga events taken but not yet acknowledged to Kafka.",
+    "snapshot_lag_records": "Changelog records not yet mirrored to PostgreSQL.",
+    "timeout_fire_lateness_seconds": "How late the last deadline fired after it was due.",
+    "assigned_partitions": "Partitions of the saga stream this worker owns (active).",
+}
+
+
+def reason_class(reason: str) -> str:
+    """A dead letter's reason as a label value: a few classes, never an id (one series per
+    saga would grow without bound)."""
+    r = reason.lower()
+    for needle, cls in (("ignored by saga", "ignored"), ("no saga to match", "no_saga"),
+                        ("oversized", "oversized"), ("unknown event type", "unknown_type"),
+                        ("pulsar refuses", "refused"), ("not json", "undecodable"),
+                        ("not utf-8", "undecodable"), ("not an avro", "undecodable"),
+                        ("not a cloudevent", "undecodable"), ("not a json object", "undecodable"),
+                        ("invalid", "invalid"), ("missing", "invalid"), ("refused the data", "refused")):
+        if needle in r:
+            return cls
+    return "other"
 
 
 class Metrics:
@@ -20,6 +78,8 @@ class Metrics:
         self._hist = [0] * (len(_BUCKETS) + 1)
         self._hist_sum = 0.0
         self._hist_count = 0
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
 
     def inc(self, name: str, n: int = 1, **labels: str) -> None:
         self.counters[(name, tuple(sorted(labels.items())))] += n
@@ -36,28 +96,32 @@ class Metrics:
         self._hist_count += 1
 
     def render(self) -> str:
-        lines: list[str] = []
-        seen: set[str] = set()
-        for (name, labels), value in sorted(self.counters.items()):
-            if name not in seen:
-                lines.append(f"# TYPE saga_{name} counter")
-                seen.add(name)
-            lines.append(f"saga_{name}{_labels(labels)} {value}")
-        for name, gauge in sorted(self.gauges.items()):
-            lines += [f"# TYPE saga_{name} gauge", f"saga_{name} {gauge}"]
-        lines.append("# TYPE saga_step_latency_seconds histogram")
-        acc = 0
-        for le, n in zip((*map(str, _BUCKETS), "+Inf"), self._hist, strict=True):
+        return generate_latest(self.registry).decode()
+
+
+class _Collector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, CounterMetricFamily] = {}
+        for (name, labels), value in sorted(self.m.counters.items()):
+            fam = families.get(name)
+            if fam is None:
+                fam = families[name] = CounterMetricFamily(f"saga_{name}", HELP.get(name, name),
+                                                           labels=[k for k, _ in labels])
+            fam.add_metric([v for _, v in labels], value)
+        yield from families.values()
+        for name, gauge in sorted(self.m.gauges.items()):
+            yield GaugeMetricFamily(f"saga_{name}", HELP.get(name, name), value=gauge)
+        acc, buckets = 0, []
+        for le, n in zip((*map(str, _BUCKETS), "+Inf"), self.m._hist, strict=True):
             acc += n
-            lines.append(f'saga_step_latency_seconds_bucket{{le="{le}"}} {acc}')
-        lines.append(f"saga_step_latency_seconds_sum {self._hist_sum}")
-        lines.append(f"saga_step_latency_seconds_count {self._hist_count}")
-        return "\n".join(lines) + "\n"
-
-
-def _labels(labels: Iterable[tuple[str, str]]) -> str:
-    inner = ",".join(f'{k}="{v}"' for k, v in labels)
-    return "{" + inner + "}" if inner else ""
+            buckets.append((le, acc))
+        yield HistogramMetricFamily("saga_step_latency_seconds",
+                                    "From a participant's message (or HTTP request) reaching the "
+                                    "orchestrator to the saga's decision on it.",
+                                    buckets=buckets, sum_value=self.m._hist_sum)
 
 
 METRICS = Metrics()

@@ -13,6 +13,7 @@ from orchestrator.mirror_process import MirrorProcess
 from snapshots.errors import StoreUnavailable
 from snapshots.mirror import ChangelogMirror
 from snapshots.store import SnapshotStore
+from streams.partner_saga import saga_events
 
 __all__ = ["MIRROR", "STORE", "readiness"]
 
@@ -27,6 +28,9 @@ _state = {"joined": False, "schema_ready": False}
 @app.on_rebalance_complete.connect
 async def _joined(sender: Any, /, *args: Any, **kwargs: Any) -> None:
     _state["joined"] = True
+    events_topic = saga_events.get_topic_name()
+    METRICS.set("assigned_partitions",
+                sum(1 for tp in app.assignor.assigned_actives() if tp.topic == events_topic))
 
 
 @app.task

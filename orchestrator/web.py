@@ -139,8 +139,7 @@ class SagaStatusView(View):
                               saga_id=saga_id)
             return await self._from_snapshot(saga_id)
         state = json.loads(raw)
-        state.pop("applied", None)
-        return self.json({**state, "source": "live"})
+        return self.json({**_public_state(state), "source": "live"})
 
     async def _from_snapshot(self, saga_id: str) -> Response:
         """A saga no longer in the table (retention) answers from its final snapshot."""
@@ -151,8 +150,17 @@ class SagaStatusView(View):
                           "retry shortly", saga_id=saga_id)
         if state is None:
             return _error(self, 404, "no such saga", saga_id=saga_id)
-        state.pop("applied", None)
-        return self.json({**state, "source": "snapshot"})
+        return self.json({**_public_state(state), "source": "snapshot"})
+
+
+def _public_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A saga's state as the API shows it: the events it remembers for deduplication are
+    left out, the commands they produced (the last ones it sent) are listed."""
+    applied = state.pop("applied", None) or []
+    state["commands"] = [{"event_id": a.get("event_id"), **{k: c.get(k) for k in
+                          ("command_id", "type", "destination", "attempt")}}
+                         for a in applied for c in a.get("commands") or ()]
+    return state
 
 
 @app.page("/health")

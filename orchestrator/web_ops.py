@@ -27,8 +27,8 @@ from snapshots.store import TERMINAL_STATUSES
 from streams.partner_saga import saga_events
 from wire.internal import SagaEnvelope
 
-__all__ = ["ActiveSagas", "DashboardPage", "OperatorAction", "ReadyView", "SagaCounts", "SagaHistory",
-           "SagaList"]
+__all__ = ["ActiveSagas", "DashboardPage", "NeedsAttention", "OperatorAction", "ReadyView", "SagaCounts",
+           "SagaHistory", "SagaList"]
 
 #: Every status of every flow (a list filter naming another one is a 400).
 _STATUSES = {str(x) for d in definitions().values() for x in d.statuses}
@@ -68,7 +68,11 @@ def _statuses(request: Request) -> list[str] | None:
 
 async def _page(view: View, request: Request, statuses: list[str] | None) -> Response:
     try:
+        origin = request.query.get("origin") or None
+        if origin not in (None, "http", "partner_event"):
+            raise BadQuery(f"origin must be http or partner_event, got {origin!r}")
         rows, nxt = await STORE.list(status=statuses, partner_id=request.query.get("partner_id") or None,
+                                     origin=origin, search=(request.query.get("q") or "").strip() or None,
                                      limit=_limit(request), cursor=request.query.get("cursor") or None)
     except BadQuery as exc:
         return _error(view, 400, str(exc))
@@ -79,7 +83,8 @@ async def _page(view: View, request: Request, statuses: list[str] | None) -> Res
 
 @app.page("/api/v1/sagas")
 class SagaList(View):
-    """`?status=a,b&partner_id=&limit=&cursor=`: sagas newest first, from the snapshots."""
+    """`?status=a,b&origin=&q=&partner_id=&limit=&cursor=`: sagas newest first, from the
+    snapshots; `q` is a saga id, partner id or correlation id."""
 
     async def get(self, request: Request) -> Response:
         try:
@@ -96,6 +101,22 @@ class ActiveSagas(View):
     async def get(self, request: Request) -> Response:
         live = sorted(_STATUSES - set(TERMINAL_STATUSES))
         return await _page(self, request, live)
+
+
+@app.page("/api/v1/sagas/attention")
+class NeedsAttention(View):
+    """Sagas a person should look at: in compensation_failed, or live with a deadline that
+    passed `?overdue_s=` (default 10) seconds ago without firing; each with its reason."""
+
+    async def get(self, request: Request) -> Response:
+        try:
+            overdue = float(request.query.get("overdue_s", "10"))
+        except ValueError:
+            return _error(self, 400, "overdue_s must be a number of seconds")
+        try:
+            return self.json({"sagas": await STORE.attention(overdue_s=max(0.0, overdue))})
+        except StoreUnavailable as exc:
+            return _unavailable(self, exc)
 
 
 @app.page("/api/v1/sagas/counts")

@@ -60,6 +60,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (saga_id, version, seq)
     );
     """,
+    # 2: search by correlation id (saga id and partner id have theirs), filter by origin
+    """
+    CREATE INDEX IF NOT EXISTS saga_snapshots_correlation ON saga_snapshots (correlation_id);
+    """,
 ]
 
 # Both statements take the batch as one JSON array of saga states, as the changelog holds
@@ -238,8 +242,10 @@ class SnapshotStore:
         return list(await self._run(go))
 
     async def list(self, *, status: Sequence[str] | None = None, partner_id: str | None = None,
+                   origin: str | None = None, search: str | None = None,
                    limit: int = 50, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
-        """Sagas newest first, keyset-paginated: (rows, cursor of the next page or None)."""
+        """Sagas newest first, keyset-paginated: (rows, cursor of the next page or None).
+        `search` is a saga id, partner id or correlation id (exact)."""
         where: list[str] = []
         params: list[Any] = []
         if status:
@@ -248,6 +254,12 @@ class SnapshotStore:
         if partner_id:
             where.append("partner_id = %s")
             params.append(partner_id)
+        if origin:
+            where.append("origin = %s")
+            params.append(origin)
+        if search:
+            where.append("(saga_id = %s OR partner_id = %s OR correlation_id = %s)")
+            params += [search, search, search]
         if cursor:
             created, saga_id = decode_cursor(cursor)
             where.append("(created_at, saga_id) < (%s, %s)")
@@ -259,6 +271,18 @@ class SnapshotStore:
         nxt = encode_cursor(rows[limit - 1]["created_at"], rows[limit - 1]["saga_id"]) \
             if len(rows) > limit else None
         return [_public(r) for r in rows[:limit]], nxt
+
+    async def attention(self, *, overdue_s: float, limit: int = 100) -> builtins.list[dict[str, Any]]:
+        """Sagas a person should look at: every one in compensation_failed, and live ones
+        whose deadline passed more than `overdue_s` ago (their timeout should have fired:
+        no worker serves their partition, or the deadline index lost them), oldest first."""
+        sql = (f"SELECT {_COLUMNS}, (state->'deadline'->>'due_at')::float8 AS due_at,"
+               " state->'deadline'->>'step' AS step FROM saga_snapshots"
+               " WHERE status = 'compensation_failed' OR (status <> ALL(%s)"
+               " AND (state->'deadline'->>'due_at')::float8 < extract(epoch FROM now()) - %s)"
+               " ORDER BY updated_at LIMIT %s")
+        rows = await self._fetch(sql, [list(TERMINAL_STATUSES), overdue_s, limit])
+        return [_public(r) for r in rows]
 
     async def counts(self) -> dict[str, int]:
         rows = await self._fetch("SELECT status, count(*) AS n FROM saga_snapshots GROUP BY status", [])

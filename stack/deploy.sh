@@ -37,7 +37,7 @@ fi
 docker info >/dev/null 2>&1 || die "no Docker engine answers: run make docker-up first (it installs and starts one)"
 "$ROOT/stack/images/certs.sh"
 
-full() { "${COMPOSE[@]}" -p "$PROJECT" --profile simulators -f docker-compose.yml "$@"; }
+full() { "${COMPOSE[@]}" -p "$PROJECT" --profile simulators ${PROFILES:-} -f docker-compose.yml "$@"; }
 shared() { "${COMPOSE[@]}" -p "$PROJECT-shared" -f docker-compose.shared-pulsar.yml "$@"; }
 infra() { "${COMPOSE[@]}" -p "$PROJECT-dev" -f docker-compose.dev.yml "$@"; }
 
@@ -68,14 +68,33 @@ wait_healthy() { # project expected-count
     fi
     say "$up orchestrator worker(s) up; HTTP API:"
     workers "$1" | sed 's/^/  /'
+    local c
+    for c in prometheus grafana; do
+        local id; id="$(docker ps -q --filter "label=com.docker.compose.project=$1" --filter "label=com.docker.compose.service=$c")"
+        [[ -n "$id" ]] && say "$c: http://$(docker port "$id" | head -1 | sed 's/.*-> //')"
+    done
+    return 0
 }
 
+images_of() { # file: "service image" lines of a compose file
+    "${COMPOSE[@]}" -f "$1" config 2>/dev/null \
+        | awk '/^  [a-z0-9_-]+:$/ {svc=$1; sub(":", "", svc)} /^    image: / {print svc, $2}'
+}
+
+have_image() { # image: present, or pulled now
+    docker image inspect "$1" >/dev/null 2>&1 || docker pull -q "$1" >/dev/null 2>&1
+}
+
+MONITORING=(prometheus grafana)
+
 ensure_images() { # file...: pull the infrastructure images, or build stand-ins when none can be pulled
-    local img f files=() missing=()
-    for f in "$@"; do files+=(-f "$f"); done
-    for img in $("${COMPOSE[@]}" "${files[@]}" config 2>/dev/null | sed -n 's/^ *image: //p' | sort -u); do
-        [[ "$img" == "${ORCHESTRATOR_IMAGE:-saga-orchestrator:latest}" ]] && continue
-        docker image inspect "$img" >/dev/null 2>&1 || missing+=("$img")
+    local img svc f missing=()
+    for f in "$@"; do
+        while read -r svc img; do
+            [[ " ${MONITORING[*]} " == *" $svc "* ]] && continue  # optional: see monitoring()
+            [[ "$img" == "${ORCHESTRATOR_IMAGE:-saga-orchestrator:latest}" ]] && continue
+            docker image inspect "$img" >/dev/null 2>&1 || missing+=("$img")
+        done < <(images_of "$f")
     done
     [[ ${#missing[@]} -eq 0 ]] && return 0
     for img in "${missing[@]}"; do
@@ -85,6 +104,15 @@ ensure_images() { # file...: pull the infrastructure images, or build stand-ins 
             return 0
         fi
     done
+}
+
+monitoring() { # the --profile arguments of the monitoring services whose image is here or pullable
+    local svc img
+    while read -r svc img; do
+        [[ " ${MONITORING[*]} " == *" $svc "* ]] || continue
+        if have_image "$img"; then printf -- '--profile %s ' "$svc"
+        else say "$svc left out: its image $img is not here and cannot be pulled (no registry access?)" >&2; fi
+    done < <(images_of docker-compose.yml)
 }
 
 down_args() { if [[ "${DATA:-keep}" == drop ]]; then echo "down -v --remove-orphans"; else echo "down --remove-orphans"; fi; }
@@ -108,10 +136,10 @@ except OSError as e:
 }
 
 case "${1:-}" in
-    full-up) ensure_images docker-compose.yml; full up -d --build --scale "orchestrator=${WORKERS:-3}"; wait_healthy "$PROJECT" "${WORKERS:-3}" ;;
+    full-up) ensure_images docker-compose.yml; PROFILES="$(monitoring)"; full up -d --build --scale "orchestrator=${WORKERS:-3}"; wait_healthy "$PROJECT" "${WORKERS:-3}" ;;
     simple-up) ensure_images docker-compose.yml; "${COMPOSE[@]}" -p "$PROJECT" -f docker-compose.yml up -d --build --scale "orchestrator=${WORKERS:-1}"
                wait_healthy "$PROJECT" "${WORKERS:-1}" ;;
-    full-down|simple-down) full $(down_args) ;;
+    full-down|simple-down) PROFILES="--profile prometheus --profile grafana" full $(down_args) ;;
     shared-up) ensure_images docker-compose.shared-pulsar.yml; shared_probe; shared up -d --build --scale "orchestrator=${WORKERS:-1}"; wait_healthy "$PROJECT-shared" "${WORKERS:-1}" ;;
     shared-down) shared $(down_args) ;;
     infra-up) ensure_images docker-compose.dev.yml; infra up -d; say "Kafka 127.0.0.1:9092, Pulsar 127.0.0.1:6650, PostgreSQL 127.0.0.1:5432 (healthchecks: docker ps)" ;;

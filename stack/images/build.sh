@@ -2,11 +2,13 @@
 # `make images`: the images the compose files need, built on this machine, for machines that
 # cannot pull from Docker Hub (this project's CI among them).
 #
-# - three bases from Debian packages with mmdebstrap (it reads the machine's own apt sources):
-#   saga-stack/python-base (python3), saga-stack/java-base (OpenJDK 17), saga-stack/postgres-base;
+# - bases from Debian packages with mmdebstrap (it reads the machine's own apt sources):
+#   saga-stack/python-base (python3), saga-stack/java-base (OpenJDK 17), saga-stack/postgres-base,
+#   saga-stack/prometheus-base;
 # - stand-ins for the official images: saga-stack/kafka and saga-stack/pulsar from the Maven
-#   Central jars the local stack already fetches (stack/kafka, stack/pulsar-apache), and
-#   saga-stack/postgres from Debian's PostgreSQL 15;
+#   Central jars the local stack already fetches (stack/kafka, stack/pulsar-apache),
+#   saga-stack/postgres from Debian's PostgreSQL 15, saga-stack/prometheus from Debian's
+#   Prometheus (Grafana has no Debian package: no stand-in, its service needs Docker Hub);
 # - the orchestrator image (Dockerfile) on saga-stack/python-base.
 # It then writes .env, which docker compose reads, naming these images; delete .env to go
 # back to the official ones. A base is built once (REBUILD_BASES=1 builds it again).
@@ -48,6 +50,7 @@ version() { sed -n "s/.*<$1.version>\(.*\)<\/$1.version>.*/\1/p" "$2"; }
 base python-base python3,python3-venv,ca-certificates
 base java-base openjdk-17-jre-headless,ca-certificates,curl
 base postgres-base postgresql,ca-certificates
+base prometheus-base prometheus,ca-certificates
 
 "$ROOT/stack/stack.sh" jars >/dev/null
 KAFKA_VERSION="$(version kafka "$ROOT/stack/kafka/pom.xml")"
@@ -73,6 +76,7 @@ cp -r "$ROOT/stack/images/postgres/." "$CTX/postgres/"
 build "saga-stack/kafka:$KAFKA_VERSION" "$CTX/kafka" --build-arg "BASE_IMAGE=saga-stack/java-base:$SUITE"
 build "saga-stack/pulsar:$PULSAR_VERSION" "$CTX/pulsar" --build-arg "BASE_IMAGE=saga-stack/java-base:$SUITE"
 build "saga-stack/postgres:15" "$CTX/postgres" --build-arg "BASE_IMAGE=saga-stack/postgres-base:$SUITE"
+build "saga-stack/prometheus:debian" "$ROOT/stack/images/prometheus" --build-arg "BASE_IMAGE=saga-stack/prometheus-base:$SUITE"
 
 "$ROOT/stack/images/certs.sh"
 build "saga-orchestrator:latest" "$ROOT" --build-arg "BASE_IMAGE=saga-stack/python-base:$SUITE"
@@ -83,7 +87,7 @@ cat >"$ROOT/.env" <<ENV
 KAFKA_IMAGE=saga-stack/kafka:$KAFKA_VERSION
 PULSAR_IMAGE=saga-stack/pulsar:$PULSAR_VERSION
 POSTGRES_IMAGE=saga-stack/postgres:15
+PROMETHEUS_IMAGE=saga-stack/prometheus:debian
 BASE_IMAGE=saga-stack/python-base:$SUITE
 ENV
 say "done: $(grep -c _IMAGE= "$ROOT/.env") images named in .env"
-docker images --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^  saga-(stack|orchestrator)' || true

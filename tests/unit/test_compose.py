@@ -49,7 +49,8 @@ def resolved(file: str, service: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("file", "services"), [
     ("docker-compose.dev.yml", {"kafka", "pulsar", "postgres"}),
-    ("docker-compose.yml", {"kafka", "pulsar", "postgres", "orchestrator", "simulators"}),
+    ("docker-compose.yml", {"kafka", "pulsar", "postgres", "orchestrator", "simulators", "prometheus",
+                            "grafana"}),
     ("docker-compose.shared-pulsar.yml", {"kafka", "postgres", "orchestrator"}),
 ])
 def test_each_option_has_its_services(file: str, services: set[str]) -> None:
@@ -64,6 +65,20 @@ def test_images_default_to_the_official_ones_and_are_variables() -> None:
         assert svc[name]["image"].startswith(f"${{{var}:-{official}")
     orch = resolved("docker-compose.yml", "orchestrator")
     assert orch["build"]["args"]["BASE_IMAGE"] == "${BASE_IMAGE:-python:3.11-slim}"
+    full = load("docker-compose.yml")["services"]
+    assert full["prometheus"]["image"].startswith("${PROMETHEUS_IMAGE:-prom/prometheus:")
+    assert full["grafana"]["image"].startswith("${GRAFANA_IMAGE:-grafana/grafana:")
+
+
+def test_monitoring_mounts_the_files_it_needs() -> None:
+    full = load("docker-compose.yml")["services"]
+    mounts = [m.split(":")[0] for svc in ("prometheus", "grafana") for m in full[svc]["volumes"]]
+    for m in mounts:
+        if m.startswith("./"):
+            assert (ROOT / m).exists(), m
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
+    sd = prometheus["scrape_configs"][0]["dns_sd_configs"][0]
+    assert (sd["names"], sd["port"]) == (["orchestrator"], 6066)
 
 
 def test_the_full_option_reaches_pulsar_by_the_name_the_broker_advertises() -> None:
