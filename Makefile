@@ -6,7 +6,7 @@ UV := $(CURDIR)/stack/uv.sh
 WEB_PORT ?= 6066
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit bench lint prometheus \
+.PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit bench lint prometheus screenshots \
         browser snapshots-rebuild tables-restore chaos bench-e2e bench-agent bench-tick bench-timeouts bench-retention bench-charts \
         compose-config docker-up docker-down images full-up full-down simple-up simple-down shared-up shared-down \
         dev-compose-up dev-compose-down integration-check
@@ -52,6 +52,9 @@ test: dev-up browser prometheus ## the whole suite (unit, integration, end to en
 
 browser: ## install Debian's Chromium when missing (the dashboard test drives it headless)
 	@./stack/browser.sh
+
+screenshots: browser ## the README's screenshots from a running deployment (make run first): docs/img/*.png
+	@$(UV) run --no-sync python scripts/screenshots.py
 
 prometheus: ## install Debian's Prometheus server when missing (a test evaluates the Grafana dashboard with it)
 	@./stack/prometheus.sh

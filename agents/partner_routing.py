@@ -78,23 +78,11 @@ async def route_partner_events(stream: StreamT[bytes]) -> None:
             await dead_letter(msg.raw.encode(), f"no saga to match: no saga for partner {msg.partner_id}",
                               origin=msg.origin, message_id=msg.event_id)
             continue
-        inbound = Inbound(msg.type, msg.event_id, msg.saga_id, msg.correlation_id, msg.partner_id,
-                          msg.fields)
-        try:
-            envelope = SagaEnvelope(event=inbound.event(saga_id), raw=msg.raw, origin=msg.origin,
-                                    received_at=msg.received_at)
-        except ValidationError as exc:
-            await dead_letter(msg.raw.encode(), f"invalid event: {exc.errors()[0]['msg']}",
-                              origin=msg.origin, message_id=msg.event_id)
-            continue
-        if msg.type == "PartnerCreated" and known in (None, saga_id) \
-                and saga_id != ids.saga_id_for_partner(msg.partner_id):
-            # Only sagas whose id the partner id does not give (HTTP-started ones) need an
-            # entry. Written again on a replay too: the changelog must hold it even if the
-            # first write reached only the local store before a crash.
-            partner_sagas[msg.partner_id] = saga_id.encode()
-        METRICS.inc("routed_total", type=msg.type)
-        await saga_events.send(key=saga_id.encode(), value=envelope.model_dump_json().encode())
+        # Only sagas whose id the partner id does not give (HTTP-started ones) need an entry.
+        # Written again on a replay too: the changelog must hold it even if the first write
+        # reached only the local store before a crash.
+        await _forward(msg, saga_id, register=msg.type == "PartnerCreated" and known in (None, saga_id)
+                       and saga_id != ids.saga_id_for_partner(msg.partner_id))
 
 
 def _names_only_its_partner(msg: PartnerRouted) -> bool:
@@ -145,7 +133,9 @@ async def _settle(partner_id: str, saga_id: str, events: list[PartnerRouted],
         await _forward(m.model_copy(update={"fields": fields}), saga_id)
 
 
-async def _forward(msg: PartnerRouted, saga_id: str) -> None:
+async def _forward(msg: PartnerRouted, saga_id: str, *, register: bool = False) -> None:
+    """Send `msg` to saga `saga_id` (and, with `register`, record its partner as the saga's),
+    or dead-letter it when it is not a valid event."""
     inbound = Inbound(msg.type, msg.event_id, msg.saga_id, msg.correlation_id, msg.partner_id, msg.fields)
     try:
         envelope = SagaEnvelope(event=inbound.event(saga_id), raw=msg.raw, origin=msg.origin,
@@ -154,6 +144,8 @@ async def _forward(msg: PartnerRouted, saga_id: str) -> None:
         await dead_letter(msg.raw.encode(), f"invalid event: {exc.errors()[0]['msg']}",
                           origin=msg.origin, message_id=msg.event_id)
         return
+    if register:
+        partner_sagas[msg.partner_id] = saga_id.encode()
     METRICS.inc("routed_total", type=msg.type)
     await saga_events.send(key=saga_id.encode(), value=envelope.model_dump_json().encode())
 

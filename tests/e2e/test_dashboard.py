@@ -1,61 +1,217 @@
-"""The dashboard in a real browser (Debian's Chromium, headless): a saga started during the
-test appears on the open page, updating live, with its final state and timeline."""
+"""The dashboard in a real browser (Debian's Chromium, headless, driven by Selenium): live
+updates, filters, search, paging, a saga's page, the needs-attention queue with Retry and
+Cancel (with and without the operator token), live charts, a phone's width. Screenshots go
+to tests/e2e/screenshots/."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.browser import Chromium
-from tests.support.flows import ended
+from simulators.participants import Behaviour
+from tests.support.flows import ended, publish_partners
+from tests.support.page import Page
+from tests.support.worker import OPERATOR_TOKEN, Worker
 
 pytestmark = pytest.mark.stack
 
-
-async def _until(browser: Chromium, expression: str, within: float, what: str) -> object:
-    deadline = time.monotonic() + within
-    while True:
-        value = await browser.eval(expression)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            body = await browser.eval("document.body.innerText")
-            raise AssertionError(f"the dashboard did not show {what} in {within}s; page:\n{body}")
-        await asyncio.sleep(0.25)
+ROWS = "Array.from(document.querySelectorAll('#sagas tr.saga'))"
 
 
-async def test_a_saga_started_during_the_test_appears_with_its_final_state(
-        spawn, participants, taps, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+async def page() -> AsyncIterator[Page]:
+    p = Page()
+    yield p
+    await p.close()
+
+
+async def opened(page: Page, worker: Worker) -> Page:
+    await page.open(f"{worker.url}/dashboard")
+    await page.until(
+        "document.getElementById('status').textContent.startsWith('updated')", 30, "its first refresh"
+    )
+    return page
+
+
+async def test_a_saga_started_during_the_test_appears_and_opens_on_its_own_page(  # type: ignore[no-untyped-def]
+    spawn, participants, taps, page
+) -> None:
     worker = spawn()
-    await worker.wait_ready(timeout=30)
-    browser = await Chromium().open(f"{worker.url}/dashboard")
-    try:
-        await _until(browser, "document.getElementById('status')?.textContent?.startsWith('updated')",
-                     20, "its first refresh")
-        # The page is open and polling; only now does the saga start.
-        status, body = await worker.post("/api/v1/saga/partner-creation",
-                                         {"nombre": "Browser SA", "email": "b@browser.example"})
-        assert status == 202
-        saga_id = body["saga_id"]
-        await taps["lifecycle"].wait_for(lambda t: saga_id in ended(t), 30, "the saga to end")
-        row = f"document.querySelector('tr[data-saga-id=\"{saga_id}\"]')"
-        shown = f"{row} && {row}.dataset.status === 'completed' && {row}.dataset.status"
-        final = await _until(browser, shown, 15, f"saga {saga_id} as completed")
-        assert final == "completed"
-        count = "document.querySelector('.count[data-status=completed] b').textContent"
-        assert await browser.eval(count) == "1"
-        # Its timeline, on a click.
-        await browser.eval(f"{row}.click()")
-        timeline = await _until(
-            browser, "Array.from(document.querySelectorAll('#timeline li')).map(li => li.textContent)"
-            ".join('\\n').includes('completed') && document.getElementById('timeline').innerText", 10,
-            "the timeline")
-        assert "started" in timeline and "partner_creation_in_progress" in timeline
-        assert timeline.index("started") < timeline.index("completed")
-        await browser.screenshot(tmp_path / "dashboard.png")
-        assert (tmp_path / "dashboard.png").stat().st_size > 10_000
-    finally:
-        await browser.close()
+    await worker.wait_ready(timeout=60)
+    await opened(page, worker)
+    # The page is open and polling; only now does the saga start.
+    status, body = await worker.post(
+        "/api/v1/saga/partner-creation", {"nombre": "Browser SA", "email": "b@browser.example"}
+    )
+    assert status == 202
+    saga_id = body["saga_id"]
+    await taps["lifecycle"].wait_for(lambda t: saga_id in ended(t), 30, "the saga to end")
+    row = f"document.querySelector('#sagas tr[data-saga-id=\"{saga_id}\"]')"
+    assert (
+        await page.until(
+            f"{row} && {row}.dataset.status === 'completed' && {row}.dataset.status",
+            20,
+            f"saga {saga_id} as completed",
+        )
+        == "completed"
+    )
+    assert (
+        await page.js("return document.querySelector('.count[data-status=completed] b').textContent") == "1"
+    )
+    when = await page.js(f"return {row}.querySelector('[data-label=updated]').textContent")
+    assert when.endswith("ago")  # readable, the absolute time in its title
+    # Live charts from /metrics: a line and a figure per series once two samples are in.
+    await page.until("document.querySelector('#chart-rate polyline')", 20, "the rate chart")
+    assert "completed:" in await page.js("return document.getElementById('legend-rate').textContent")
+    await page.screenshot("overview")
+
+    await page.js(f"{row}.click()")
+    await page.until(
+        "!document.getElementById('saga-page').classList.contains('hidden') && "
+        "document.querySelectorAll('#timeline tr').length >= 4",
+        15,
+        "the saga's page",
+    )
+    timeline = await page.js(
+        "return Array.from(document.querySelectorAll('#timeline tr')).map(r => r.dataset.to)"
+    )
+    assert timeline[0] == "started" and timeline[-1] == "completed"
+    assert (
+        await page.js(
+            "return document.querySelector('#timeline tr:last-child [data-label=\"since start\"]')"
+            ".textContent"
+        )
+    ).startswith("+")
+    commands = await page.js(
+        "return Array.from(document.querySelectorAll('#commands tr')).map(r => r.dataset.type)"
+    )
+    assert "CreatePartner" in commands and "SagaCompleted" in commands
+    raw = await page.js("return document.getElementById('raw').textContent")
+    assert f'"saga_id": "{saga_id}"' in raw and '"status": "completed"' in raw
+    assert await page.js("return document.getElementById('retry').disabled") is True  # nothing to retry
+    await page.screenshot("saga")
+
+
+@pytest.mark.parametrize("behaviour", [Behaviour(fail_alliance=0.5)], ids=["half-compensated"])
+async def test_filters_search_and_paging(spawn, participants, taps, page, behaviour) -> None:  # type: ignore[no-untyped-def]
+    worker = spawn()
+    await worker.wait_ready(timeout=60)
+    partners = await publish_partners(participants, 30)
+    await taps["lifecycle"].wait_for(lambda t: len(ended(t)) == 30, 60, "30 sagas to end")
+    await opened(page, worker)
+    await page.until(f"{ROWS}.length === 25", 20, "a first page of 25 sagas")
+    assert await page.js("return document.getElementById('next').disabled") is False
+    first = await page.js(f"return {ROWS}.map(r => r.dataset.sagaId)")
+    await page.click("#next")
+    await page.until(f"{ROWS}.length === 5", 10, "the second page's 5 sagas")
+    second = await page.js(f"return {ROWS}.map(r => r.dataset.sagaId)")
+    assert not set(first) & set(second)
+    await page.click("#first")
+    await page.until(f"{ROWS}.length === 25", 10, "the first page again")
+
+    # Several statuses at once, then one by its count's button, then an origin with none.
+    await page.until("document.querySelectorAll('#status-filter input').length >= 2", 10, "the status boxes")
+    await page.js(
+        "document.querySelectorAll('#status-filter input')"
+        ".forEach(c => c.checked = ['compensated', 'completed'].includes(c.value))"
+    )
+    await page.click("#filters button[type=submit]")
+    await page.until(
+        f"{ROWS}.length === 25 && {ROWS}.every(r => ['compensated', 'completed'].includes(r.dataset.status))"
+        f" && new Set({ROWS}.map(r => r.dataset.status)).size === 2",
+        10,
+        "compensated and completed sagas together",
+    )
+    await page.js(
+        "document.querySelectorAll('#status-filter input')"
+        ".forEach(c => c.checked = c.value === 'compensated')"
+    )
+    await page.click("#filters button[type=submit]")
+    await page.until(
+        f"{ROWS}.length > 0 && {ROWS}.every(r => r.dataset.status === 'compensated')",
+        10,
+        "only compensated sagas",
+    )
+    await page.screenshot("filtered")
+    await page.click(".count[data-status=completed]")
+    await page.until(
+        f"{ROWS}.length > 0 && {ROWS}.every(r => r.dataset.status === 'completed')",
+        10,
+        "only completed sagas",
+    )
+    await page.click("#clear")
+    await page.js("document.getElementById('origin').value = 'http'")
+    await page.click("#filters button[type=submit]")
+    await page.until(
+        f"{ROWS}.length === 0 && document.getElementById('sagas').textContent.includes('no saga')",
+        10,
+        "no HTTP-started saga",
+    )
+    # Search by partner id.
+    await page.click("#clear")
+    await page.type("#search", partners[7])
+    await page.click("#filters button[type=submit]")
+    await page.until(
+        f"{ROWS}.length === 1 && {ROWS}[0].textContent.includes('{partners[7]}')",
+        10,
+        "the one saga of that partner",
+    )
+
+
+FAST = {"SAGA_BACKOFF_S": "0.2", "SAGA_UNDO_MAX_ATTEMPTS": "2", "DEADLINE_TICK_S": "0.1"}
+
+
+@pytest.mark.parametrize("behaviour", [Behaviour(fail_alliance=1.0, fail_revert=1.0)], ids=["undo-fails"])
+async def test_needs_attention_and_retry_with_and_without_the_token(  # type: ignore[no-untyped-def]
+    spawn, participants, taps, page, behaviour
+) -> None:
+    worker = spawn(env=FAST)
+    await worker.wait_ready(timeout=60)
+    await publish_partners(participants, 3)
+    await taps["lifecycle"].wait_for(lambda t: len(ended(t)) == 3, 60, "3 sagas to give up")
+    await opened(page, worker)
+    attention = "Array.from(document.querySelectorAll('#attention tr.saga'))"
+    await page.until(f"{attention}.length === 3", 20, "3 sagas needing attention")
+    assert "gave up after 2 attempts" in await page.js(f"return {attention}[0].textContent")
+    button = "#attention tr.saga button"
+
+    await page.click(button)  # no token yet: asked for, and dismissed
+    assert "Operator token" in await page.answer_prompt(None)
+    await page.until(
+        "document.getElementById('notice').textContent.includes('no operator token')",
+        5,
+        "that nothing was sent",
+    )
+    await page.click(button)  # a wrong one: a 401, said plainly, and forgotten
+    await page.answer_prompt("not-the-token-0123456789")
+    await page.until("document.getElementById('notice').textContent.includes('401')", 10, "the 401")
+    assert "missing or wrong" in await page.js("return document.getElementById('notice').textContent")
+    await page.screenshot("attention-401")
+    await page.click(button)  # asked again, and right
+    await page.answer_prompt(OPERATOR_TOKEN)
+    await page.until(
+        "document.getElementById('notice').textContent.includes('accepted')", 10, "the retry accepted"
+    )
+    before = participants.counts["revert_failed"]
+    await taps["lifecycle"].wait_for(
+        lambda t: sum(len(v) for v in ended(t).values()) >= 4, 60, "the retried saga to give up again"
+    )
+    assert participants.counts["revert_failed"] > before  # the retry really ran the undo again
+    # The token is kept for the session: the saga page's Retry does not ask again.
+    await page.js("document.querySelector('#attention tr.saga').click()")
+    await page.until("!document.getElementById('retry').disabled", 15, "a Retry button enabled")
+    await page.click("#retry")
+    await page.until(
+        "document.getElementById('notice').textContent.includes('accepted')", 10, "the second retry"
+    )
+
+    # A phone's width: the tables turn into labelled cards.
+    await page.js("location.hash = '#/'")
+    await page.resize(390, 844)
+    await page.until(f"{attention}.length === 3", 10, "the queue at a phone's width")
+    shown = await page.js(
+        "return getComputedStyle(document.querySelector('#attention td'), '::before').content"
+    )
+    assert shown.strip('"') == "saga"
+    await page.screenshot("phone")
