@@ -71,7 +71,7 @@ def main() -> int:
                         "document.querySelector('#chart-rate polyline')", 60):
             print("screenshots: the dashboard shows no saga (or no chart) after 60 s", file=sys.stderr)
             return 1
-        time.sleep(4)  # a few more chart samples
+        time.sleep(30)  # half a minute of chart samples
         d.save_screenshot(str(OUT / "dashboard.png"))
         d.execute_script("document.querySelector('#sagas tr.saga').click()")
         until(d, "document.querySelectorAll('#timeline tr').length > 0", 15)

@@ -30,7 +30,9 @@ fi
 children+=($!)
 if [[ "${DEMO:-1}" != 0 ]]; then
     # The demo's lines (sagas starting and ending) come to this terminal and to its log.
-    "$UV" run --no-sync python -m simulators.demo 2>&1 | tee "$STACK_DIR/logs/demo.log" &
+    # (Through a process substitution, so that $! is the demo itself, not tee: stopping it
+    # must stop the demo.)
+    "$UV" run --no-sync python -m simulators.demo > >(tee "$STACK_DIR/logs/demo.log") 2>&1 &
     children+=($!)
 fi
 cat <<MSG
