@@ -14,6 +14,8 @@ from typing import Any
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
 
 __all__ = ["SCREENSHOTS", "Page"]
 
@@ -77,6 +79,7 @@ class Page:
         """Answer the page's window.prompt (None: dismiss it); return its message."""
 
         def go() -> str:
+            WebDriverWait(self.driver, 10).until(expected_conditions.alert_is_present())
             alert = self.driver.switch_to.alert
             message = alert.text
             if text is None:
