@@ -96,13 +96,14 @@ class AlpesCalls:
 
     def _spawn(self, coro: Any, what: str) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        task.set_name(f"alpes {what}")
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("alpes: call failed: %r", task.exception())
+            log.error("%s failed: %r", task.get_name(), task.exception())
 
     # --- HTTP
     def _http(self) -> aiohttp.ClientSession:
