@@ -7,12 +7,17 @@
 3. Brings up docker-compose.yml under its own project name, on free host ports: Kafka, Pulsar,
    PostgreSQL, 3 orchestrator containers sharing the partitions, the participant simulators
    (some partners and alliances failing, some alianzas silent, so timeouts compensate too).
-4. Starts 200 sagas over HTTP; when half are started, kills one orchestrator container
-   (SIGKILL); the other two must take its partitions over and finish its sagas.
+4. Waits until every worker answers /ready (joined the group, partitions assigned and
+   recovered), then starts 200 sagas over HTTP at 20 a second; when half are started, kills
+   one orchestrator container (SIGKILL) under load; the other two must take its partitions
+   over and finish its sagas.
 5. Checks that every saga ended with the status the simulators' choices call for
    (scripts/test_saga_integration.py), then tears the deployment down, volumes included.
 
-    python scripts/test_docker_build.py [--sagas 200] [--workers 3] [--keep]
+    python scripts/test_docker_build.py [--sagas 200] [--rate 20] [--workers 3] [--keep] [--early]
+
+--early: start the load as soon as the workers answer /health, every saga at once, so that the
+kill lands while the consumer group is still forming (a harsher variant, not CI's).
 
 Exit code 0 when every saga ended right; 1 otherwise; 2 when the set-up failed. Standard
 library only. Timings are printed for information; only outcomes decide the result.
@@ -21,6 +26,7 @@ library only. Timings are printed for information; only outcomes decide the resu
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -73,10 +79,31 @@ def worker_urls(env: dict[str, str]) -> dict[str, str]:
     return {name: url for url, name in (ln.split() for ln in lines if ln.strip())}
 
 
+def keep_evidence(workers: saga.Workers, run: saga.Run) -> None:
+    """On failure, before teardown: every container's log and the unended sagas' states."""
+    where = ROOT / ".stack" / "logs" / f"dockertest-{time.strftime('%Y%m%dT%H%M%S')}"
+    where.mkdir(parents=True, exist_ok=True)
+    names = out("docker", "ps", "-a", "--format", "{{.Names}}", "--filter",
+                f"label=com.docker.compose.project={PROJECT}").split()
+    for name in names:
+        logs = subprocess.run(["docker", "logs", "-t", name], capture_output=True, text=True)
+        (where / f"{name}.log").write_text(logs.stdout + logs.stderr)
+    pending = [s for s in run.started if s not in run.ended]
+    with (where / "not-ended.txt").open("w") as f:
+        for saga_id in pending:
+            status, answer = workers.request("GET", f"/api/v1/saga/status/{saga_id}")
+            f.write(f"{saga_id} {status} {json.dumps(answer)}\n")
+    print(f"test_docker_build: evidence kept in {where} ({len(names)} container logs, "
+          f"{len(pending)} unended sagas' states)")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sagas", type=int, default=200)
     p.add_argument("--workers", type=int, default=3)
+    p.add_argument("--rate", type=float, default=20.0, help="sagas started a second")
+    p.add_argument("--early", action="store_true",
+                   help="no wait for /ready, sagas all at once: the kill lands during the group's forming")
     p.add_argument("--within", type=float, default=300.0, help="seconds for every saga to end")
     p.add_argument("--keep", action="store_true", help="leave the deployment (and engine) running")
     args = p.parse_args()
@@ -101,6 +128,11 @@ def main() -> int:
             return 2
         victim = sorted(urls)[1]
         workers = saga.Workers(list(urls.values()))
+        not_ready = [] if args.early else workers.wait_all_ready(180)
+        if not_ready:
+            print(f"test_docker_build: not ready after 180 s: {', '.join(not_ready)}")
+            keep_evidence(workers, saga.Run())
+            return 2
         killed = threading.Event()
 
         def maybe_kill(n_started: int) -> None:
@@ -110,12 +142,15 @@ def main() -> int:
 
         print(f"starting {args.sagas} sagas over {len(urls)} workers; killing {victim} halfway", flush=True)
         t_run = time.monotonic()
-        run = saga.start_sagas(workers, args.sagas, f"dockertest-{int(time.time())}", on_started=maybe_kill)
+        run = saga.start_sagas(workers, args.sagas, f"dockertest-{int(time.time())}",
+                               rate=None if args.early else args.rate, on_started=maybe_kill)
         saga.wait_ended(workers, run, args.within)
         t_end = time.monotonic()
         alive = out("docker", "ps", "-q", "--filter", f"name={victim}").strip()
         print(f"killed {victim} (SIGKILL) mid-run: {'restarted by Docker' if alive else 'stayed down'}")
         ok = killed.is_set() and saga.report(run, SIM)
+        if not ok:
+            keep_evidence(workers, run)
         print(f"images {t_images - t0:.0f} s, deployment up {t_up - t_images:.0f} s, "
               f"sagas {t_end - t_run:.1f} s (informational)")
         print(f"test_docker_build: {'PASSED' if ok else 'FAILED'}: {len(run.ended)} of {args.sagas} sagas "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import sys
 import threading
@@ -95,17 +96,32 @@ class Workers:
                     return e.code, json.loads(payload)
                 except ValueError:
                     return e.code, payload.decode(errors="replace")
-            except (OSError, ValueError) as e:  # refused, reset, timed out: a worker gone
-                last = f"{url}: {e}"
+            except (OSError, ValueError, http.client.HTTPException) as e:
+                # Refused, reset, timed out: a worker gone. HTTPException: not an HTTP answer,
+                # as when a dead worker's host port lies in the ephemeral range and the client's
+                # connection to it lands on itself (TCP self-connect) and reads its own request.
+                last = f"{url}: {e!r}"
         return 0, last
 
-    def wait_ready(self, within_s: float) -> bool:
+    def wait_ready(self, within_s: float, path: str = "/health") -> bool:
+        """True once one worker answers `path` with 200."""
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
-            if self.request("GET", "/health")[0] == 200:
+            if self.request("GET", path)[0] == 200:
                 return True
             time.sleep(1)
         return False
+
+    def wait_all_ready(self, within_s: float) -> list[str]:
+        """Wait until every worker answers /ready with 200 in the same round (joined its
+        group, not rebalancing or recovering, Pulsar and PostgreSQL reachable); the workers
+        that did not, empty when all did."""
+        deadline = time.monotonic() + within_s
+        while True:
+            not_ready = [url for url in self.urls if Workers([url]).request("GET", "/ready")[0] != 200]
+            if not not_ready or time.monotonic() > deadline:
+                return not_ready
+            time.sleep(1)
 
 
 @dataclass
@@ -116,12 +132,16 @@ class Run:
 
 
 def start_sagas(workers: Workers, n: int, tag: str, *, retry_for_s: float = 120.0,
-                on_started: Callable[[int], None] | None = None) -> Run:
-    """POST n sagas (idempotent per correlation id, so a retry after a lost answer is safe)."""
+                rate: float | None = None, on_started: Callable[[int], None] | None = None) -> Run:
+    """POST n sagas (idempotent per correlation id, so a retry after a lost answer is safe);
+    with `rate`, saga i is started no sooner than i / rate seconds after the first."""
     run = Run()
     lock = threading.Lock()
+    t0 = time.monotonic()
 
     def one(i: int) -> None:
+        if rate:
+            time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         corr = f"{tag}-{i}"
         body = {"nombre": f"Partner {tag} {i}", "email": f"p{i}@{tag}.example.com",
                 "telefono": "+57 300 000 0000", "direccion": "Calle 1 # 2-3", "correlation_id": corr}
@@ -183,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "default http://127.0.0.1:6066")
     p.add_argument("--sagas", type=int, default=20)
     p.add_argument("--within", type=float, default=180.0, help="seconds for every saga to end")
+    p.add_argument("--rate", type=float, help="start at most this many sagas a second (default: at once)")
     p.add_argument("--no-expect", action="store_true", help="real participants: only report")
     p.add_argument("--fail-partner", type=float, default=0.05, help="the simulators' SIM_FAIL_PARTNER")
     p.add_argument("--fail-alliance", type=float, default=0.1, help="the simulators' SIM_FAIL_ALLIANCE")
@@ -198,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     expect = None if args.no_expect else Simulated(args.fail_partner, args.fail_alliance,
                                                    args.no_reply_alliance, args.fail_revert)
     t0 = time.monotonic()
-    run = start_sagas(workers, args.sagas, f"itest-{uuid.uuid4().hex[:8]}")
+    run = start_sagas(workers, args.sagas, f"itest-{uuid.uuid4().hex[:8]}", rate=args.rate)
     wait_ended(workers, run, args.within)
     print(f"({time.monotonic() - t0:.1f} s)")
     return 0 if report(run, expect) else 1
