@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 import faust
@@ -39,6 +40,7 @@ from domain import SagaState, decide, ids
 from domain.messages import PARTICIPANT_EVENT_TYPES, Command
 from domain.state import Deadline
 from orchestrator.app import app, cfg
+from orchestrator.kafka_transport import acknowledge, manual_ack
 from orchestrator.metrics import METRICS
 from orchestrator.policies import definition_from, definitions_from
 from streams.partner_saga import partner_routing, saga_events
@@ -79,12 +81,17 @@ class _Plan:
         sagas[self.saga_id] = self.state
 
 
+# Only this agent acknowledges these events, once their work is durable: a stream skipping
+# one during a rebalance leaves it to be read again (orchestrator/kafka_transport.py).
+manual_ack(saga_events.get_topic_name())
+
+
 @app.agent(saga_events, name="partner-saga")
 async def run_sagas(stream: StreamT[bytes]) -> None:
     # Acknowledged below, once what they produced is durable. (An agent's stream is a
     # faust.Stream: StreamT does not declare noack().)
     events = cast("faust.Stream[bytes]", stream).noack()
-    acks = InOrderAcks(events.ack, partition_of=lambda event: event.message.tp,
+    acks = InOrderAcks(partial(acknowledge, events), partition_of=lambda event: event.message.tp,
                        on_change=lambda n: METRICS.set("events_unacknowledged", n))
     async for event in events.events():
         try:

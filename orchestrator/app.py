@@ -6,7 +6,7 @@ from __future__ import annotations
 import faust
 
 from orchestrator.config import Settings, settings
-from orchestrator.kafka_transport import SagaApp
+from orchestrator.kafka_transport import SagaApp, SagaEvent
 
 __all__ = ["app", "cfg", "create_app"]
 
@@ -44,6 +44,8 @@ def create_app(cfg: Settings) -> faust.App:
         producer_max_batch_size=256 * 1024,
         stream_buffer_maxsize=8192,
         fetch_max_wait_ms=cfg.fetch_max_wait_ms,
+        # Events a stream skips stay unacknowledged on manual_ack topics (kafka_transport.py).
+        Event=SagaEvent,
     )
 
 

@@ -17,18 +17,49 @@ drains the changelog buffer sent at most one record per three loop turns. Once t
 runs, ``SagaApp`` answers at once. The changelog buffer's limit (``ProducerBuffer.max_messages``,
 a class attribute of 100) is raised: past it Faust stalls the consumer on every message
 until the buffer ebbs (faust-streaming issue 173).
+
+Three places where Faust lets a record go unprocessed for good, closed here (each seen losing
+sagas: three workers starting while requests came in, one killed, lost 43 of 200; a worker
+taking over a killed one's partitions skipped one record in 5 runs):
+
+- ``Consumer.getmany`` drops the records of a fetched batch it does not hand on: those of a
+  partition paused since the fetch (a rebalance began), and the rest of the batch when the
+  flow stops or the generation changes. aiokafka's position is past them all the same.
+  ``_Consumer.getmany`` seeks each such partition back to its first record not handed on.
+- ``Consumer.perform_seek``, which Faust relies on to read such records again after a
+  rebalance, seeks only partitions with an offset above 0 committed (aiokafka's rule): a
+  partition with nothing committed kept its position. ``_Consumer.perform_seek`` seeks it to
+  its beginning; the saga agent recognises the events it applied (domain/transition.py).
+- A stream acknowledges an event it skips (read while the flow was stopped for a rebalance,
+  or from an older generation) though nothing processed it. ``SagaEvent.ack`` refuses that
+  for the topics whose agent acknowledges for itself (``manual_ack``), and
+  ``_Consumer._new_offset`` commits no further than the first offset not acknowledged
+  (Faust's own check lets a commit pass a single missing offset), and reads the partition
+  again from there: the event is processed late, not lost. (A record can also miss its agent
+  when a rebalance stops the flow while Faust hands it over: the same repair applies.)
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar, cast
 
 import faust
+from aiokafka import TopicPartition
+from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import ProducerT
+from faust.types import TP, Message, ProducerT, StreamT
 from mode import Service
 
-__all__ = ["CHANGELOG_BUFFER_MAX", "SagaApp", "Transport"]
+__all__ = ["CHANGELOG_BUFFER_MAX", "SagaApp", "SagaEvent", "Transport", "acknowledge", "manual_ack"]
+
+log = logging.getLogger(__name__)
+#: Seconds before a partition is read again once more from the same unacknowledged offset.
+REREAD_AFTER_S = 30.0
+_PENDING: set[asyncio.Future[None]] = set()  # seeks under way (kept from the GC)
 
 #: Changelog records waiting to be produced before Faust holds the consumer back.
 CHANGELOG_BUFFER_MAX = 10_000
@@ -66,9 +97,122 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+class SagaEvent(faust.Event):
+    """A Faust event that a stream cannot acknowledge behind its agent's back on the topics
+    whose agent acknowledges for itself (see the module docstring)."""
+
+    #: Topics whose events only `acknowledge` acknowledges.
+    manual_topics: ClassVar[set[str]] = set()
+    _released = False
+
+    def ack(self) -> bool:
+        if not self._released and self.message.topic in self.manual_topics:
+            return False  # skipped by the stream, not processed: read again after the rebalance
+        return super().ack()
+
+
+def manual_ack(topic: str) -> None:
+    """Only `acknowledge` acknowledges this topic's events from now on."""
+    SagaEvent.manual_topics.add(topic)
+
+
+async def acknowledge(stream: StreamT[Any], event: Any) -> None:
+    """Acknowledge an event its agent is done with (a manual_ack topic's included)."""
+    event._released = True
+    await stream.ack(event)
+
+
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:  # noqa: ASYNC109 (Faust's)
+        """Faust's getmany, except that a record it does not hand on leaves its partition's
+        position at that record rather than past it (see the module docstring)."""
+        records, active = await self._wait_next_records(timeout)
+        generation = self.app.consumer_generation_id
+        if records is None or self.should_stop:
+            return
+        undelivered: dict[TP, int] = {}  # partition -> its first record not handed on
+        try:
+            if not self.flow_active:
+                undelivered = {tp: recs[0].offset for tp, recs in records.items() if recs}
+                await self.perform_seek()  # Faust's own step here
+                return
+            for tp, record in self.scheduler.iterate(records):
+                if tp in undelivered:
+                    continue
+                if (not self.flow_active or self.app.consumer_generation_id != generation
+                        or not (active is None or tp in active or tp in self._buffered_partitions)):
+                    undelivered[tp] = record.offset
+                    continue
+                self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                yield tp, self._to_message(tp, record)
+        finally:
+            await self._seek_back(undelivered)
+
+    async def _seek_back(self, undelivered: dict[TP, int]) -> None:
+        assigned = self.assignment()
+        for tp, offset in undelivered.items():
+            if tp in assigned:  # else its new owner reads it
+                try:
+                    # aiokafka seeks only its own TopicPartition type (Faust's TP is not one).
+                    await self.seek(cast(TP, TopicPartition(tp.topic, tp.partition)), offset)
+                except Exception as exc:  # revoked meanwhile: the same
+                    log.debug("no seek back of %s to %d: %r", tp, offset, exc)
+
+    #: Partition -> (offset, when) of the last re-read for a record never handed to its agent.
+    _reread: dict[TP, tuple[int, float]]
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """Faust's, except that nothing is committed past an offset not acknowledged. Agents
+        acknowledge in the order they read (agents/acks.py; Faust's own streams do too), so
+        such a hole is a record that never reached its agent: the partition is read again
+        from it."""
+        acked, committed = self._acked[tp], self._committed_offset[tp]
+        if acked and committed is not None and min(acked) > committed:
+            gaps = self._gap[tp]  # offsets Faust knows hold no record (it adds them to acked)
+            if not any(iv.begin <= committed < iv.end for iv in gaps):
+                self._read_again(tp, committed, min(acked))
+                return None
+        new: int | None = super()._new_offset(tp)
+        return new
+
+    def _read_again(self, tp: TP, offset: int, next_acked: int) -> None:
+        if not hasattr(self, "_reread"):
+            self._reread = {}
+        last = self._reread.get(tp)
+        now = time.monotonic()
+        if last is not None and last[0] == offset and now - last[1] < REREAD_AFTER_S:
+            return  # read again already: its record may be on its way
+        self._reread[tp] = (offset, now)
+        log.warning("%s[%d]: offsets %d..%d never reached the agent; reading again from %d",
+                    tp.topic, tp.partition, offset, next_acked - 1, offset)
+        task = asyncio.ensure_future(self._seek_back({tp: offset}))
+        _PENDING.add(task)
+        task.add_done_callback(_PENDING.discard)
+
+    _told: frozenset[str] = frozenset()
+
+    async def perform_seek(self) -> None:
+        """Faust's seek to the committed offsets, and, for each stream partition with none
+        (or 0) committed, to its beginning (see the module docstring)."""
+        committed = await self.seek_to_committed()
+        uncommitted = [tp for tp, offset in committed.items()
+                       if not offset and not self._is_changelog_tp(tp)]
+        if uncommitted:
+            # The assignment's own partitions: aiokafka TopicPartitions, as it requires.
+            await self._thread.seek_to_beginning(*uncommitted)
+            topics = frozenset(tp.topic for tp in uncommitted)
+            if topics != self._told:  # it runs every second while the flow is stopped
+                self._told = topics
+                log.info("nothing committed yet on some partitions of %s: reading them from the beginning",
+                         ", ".join(sorted(topics)))
+        # What Faust's own perform_seek records.
+        self._read_offset.update({ensure_TP(tp): offset if offset is not None and offset >= 0 else None
+                                  for tp, offset in committed.items()})
+        self._committed_offset.update({ensure_TP(tp): offset or None for tp, offset in committed.items()
+                                       if offset is not None})
 
 
 class Transport(faust_aiokafka.Transport):

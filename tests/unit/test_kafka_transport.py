@@ -4,7 +4,10 @@ orchestrator/kafka_transport.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from faust.types import TP
 
 from orchestrator.app import create_app
 from orchestrator.config import load_settings
@@ -31,3 +34,160 @@ def test_the_setting_rejects_a_wait_that_is_not_positive(monkeypatch: pytest.Mon
     monkeypatch.setenv("KAFKA_FETCH_MAX_WAIT_MS", "0")
     with pytest.raises(ConfigError, match="KAFKA_FETCH_MAX_WAIT_MS"):
         load_settings()
+
+
+# The consumer's commit and acknowledgement rules (orchestrator/kafka_transport.py): an
+# event the agent never processed is never committed past.
+
+def _consumer(committed: int | None, acked: list[int]):  # type: ignore[no-untyped-def]
+    from collections import defaultdict
+
+    from intervaltree import IntervalTree
+
+    from orchestrator.kafka_transport import _Consumer
+    tp = TP("saga-events", 0)
+    consumer = object.__new__(_Consumer)  # its commit bookkeeping only: no broker, no thread
+    consumer._acked = defaultdict(list, {tp: list(acked)})
+    consumer._acked_index = defaultdict(set, {tp: set(acked)})
+    consumer._committed_offset = defaultdict(lambda: None, {tp: committed})
+    consumer._gap = defaultdict(IntervalTree)
+    return consumer, tp
+
+
+async def test_a_commit_does_not_pass_an_offset_nobody_acknowledged_and_it_is_read_again() -> None:
+    import asyncio
+    consumer, tp = _consumer(committed=4, acked=[5, 6, 7])  # 4 never reached the agent
+    sought: list[tuple[object, int]] = []
+
+    async def seek(partition: object, offset: int) -> None:
+        sought.append((partition, offset))
+
+    consumer.assignment = lambda: {tp}
+    consumer.seek = seek
+    assert consumer._new_offset(tp) is None
+    assert consumer._new_offset(tp) is None  # one re-read at a time
+    await asyncio.sleep(0.01)
+    assert sought == [(tp, 4)]
+
+
+def test_a_commit_moves_over_acknowledged_offsets_from_the_committed_one() -> None:
+    consumer, tp = _consumer(committed=4, acked=[4, 5, 6, 8])
+    assert consumer._new_offset(tp) == 7
+
+
+def test_the_first_commit_of_a_partition_is_its_first_run_of_acknowledged_offsets() -> None:
+    consumer, tp = _consumer(committed=None, acked=[0, 1, 2, 5])
+    assert consumer._new_offset(tp) == 3
+
+
+class _Message:
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.acks = 0
+
+    def ack(self, consumer: object) -> bool:
+        self.acks += 1
+        return True
+
+
+def _event(topic: str):  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from orchestrator.kafka_transport import SagaEvent
+    event = object.__new__(SagaEvent)
+    event.message = _Message(topic)  # type: ignore[assignment]
+    event.app = SimpleNamespace(consumer=object())  # type: ignore[assignment]
+    return event
+
+
+def test_a_stream_cannot_acknowledge_a_manual_topics_event_it_skipped() -> None:
+    from orchestrator.kafka_transport import manual_ack
+    manual_ack("manual-events")
+    skipped, other = _event("manual-events"), _event("other-events")
+    assert skipped.ack() is False and skipped.message.acks == 0
+    assert other.ack() is True and other.message.acks == 1  # Faust's own rule elsewhere
+
+
+async def test_the_agent_acknowledges_a_manual_topics_event_when_done() -> None:
+    from orchestrator.kafka_transport import acknowledge, manual_ack
+    manual_ack("manual-events")
+    event = _event("manual-events")
+
+    class _Stream:
+        async def ack(self, ev: object) -> bool:
+            return bool(event.ack())
+
+    await acknowledge(_Stream(), event)  # type: ignore[arg-type]
+    assert event.message.acks == 1
+
+
+# The consumer's fetch loop (orchestrator/kafka_transport.py, _Consumer.getmany): a record it
+# does not hand on leaves its partition's position at that record. Faust's internals around it
+# (the fetch, the app) are stood in for; the decision and the seek are what is tested.
+
+def _fetching(records: dict[Any, list[int]], active: set[Any], *, new_generation_after: int | None = None):  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from faust.transport.utils import DefaultSchedulingStrategy
+
+    from orchestrator.kafka_transport import _Consumer
+
+    class _Fetching(_Consumer):
+        should_stop = False  # a Service property; no service runs here
+
+    consumer = object.__new__(_Fetching)
+    monitor = SimpleNamespace(track_tp_end_offset=lambda *a: None)
+    app = SimpleNamespace(consumer_generation_id=1, monitor=monitor)
+    consumer.app = app  # type: ignore[misc]
+    consumer.flow_active = True
+    consumer._buffered_partitions = set()
+    consumer.scheduler = DefaultSchedulingStrategy()
+    consumer.sought = []
+
+    async def wait_next_records(timeout: float):  # type: ignore[no-untyped-def]  # noqa: ASYNC109
+        return {tp: [SimpleNamespace(offset=o) for o in offsets] for tp, offsets in records.items()}, active
+
+    async def seek(tp: Any, offset: int) -> None:
+        consumer.sought.append((tp, offset))
+
+    handed: list[Any] = []
+
+    def to_message(tp: Any, record: Any) -> Any:
+        handed.append((tp, record.offset))
+        if new_generation_after is not None and len(handed) == new_generation_after:
+            app.consumer_generation_id = 2  # a rebalance completes while the batch is handed on
+        return record
+
+    consumer._wait_next_records = wait_next_records
+    consumer.seek = seek
+    consumer.assignment = lambda: set(records)
+    consumer.highwater = lambda tp: 0
+    consumer._to_message = to_message
+    return consumer, handed
+
+
+async def test_a_paused_partitions_fetched_records_are_read_again_not_dropped() -> None:
+    a, b = TP("events", 0), TP("events", 1)
+    consumer, handed = _fetching({a: [0, 1], b: [5, 6]}, active={a})  # b paused since its fetch
+    async for _ in consumer.getmany(1.0):
+        pass
+    assert handed == [(a, 0), (a, 1)]
+    assert consumer.sought == [(b, 5)]
+
+
+async def test_the_rest_of_a_batch_is_read_again_after_a_generation_change() -> None:
+    a = TP("events", 0)
+    consumer, handed = _fetching({a: [3, 4, 5]}, active={a}, new_generation_after=1)
+    async for _ in consumer.getmany(1.0):
+        pass
+    assert handed == [(a, 3)]
+    assert consumer.sought == [(a, 4)]
+
+
+async def test_a_batch_handed_on_whole_moves_nothing_back() -> None:
+    a, b = TP("events", 0), TP("events", 1)
+    consumer, handed = _fetching({a: [0, 1], b: [7]}, active={a, b})
+    async for _ in consumer.getmany(1.0):
+        pass
+    assert sorted(handed) == [(a, 0), (a, 1), (b, 7)]
+    assert consumer.sought == []
