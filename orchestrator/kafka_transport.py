@@ -136,8 +136,8 @@ class _Consumer(faust_aiokafka.Consumer):
         undelivered: dict[TP, int] = {}  # partition -> its first record not handed on
         try:
             if not self.flow_active:
-                undelivered = {tp: recs[0].offset for tp, recs in records.items() if recs}
-                await self.perform_seek()  # Faust's own step here
+                # Faust's own step: back to the committed offsets, at or before these records.
+                await self.perform_seek()
                 return
             for tp, record in self.scheduler.iterate(records):
                 if tp in undelivered:
@@ -200,9 +200,11 @@ class _Consumer(faust_aiokafka.Consumer):
         committed = await self.seek_to_committed()
         uncommitted = [tp for tp, offset in committed.items()
                        if not offset and not self._is_changelog_tp(tp)]
+        starts: dict[Any, int] = {}
         if uncommitted:
             # The assignment's own partitions: aiokafka TopicPartitions, as it requires.
             await self._thread.seek_to_beginning(*uncommitted)
+            starts = dict(await self.earliest_offsets(*uncommitted))
             topics = frozenset(tp.topic for tp in uncommitted)
             if topics != self._told:  # it runs every second while the flow is stopped
                 self._told = topics
@@ -213,6 +215,9 @@ class _Consumer(faust_aiokafka.Consumer):
                                   for tp, offset in committed.items()})
         self._committed_offset.update({ensure_TP(tp): offset or None for tp, offset in committed.items()
                                        if offset is not None})
+        # Where reading starts counts as committed for `_new_offset`: no first commit passes a
+        # record the agent never saw either.
+        self._committed_offset.update({ensure_TP(tp): start for tp, start in starts.items()})
 
 
 class Transport(faust_aiokafka.Transport):

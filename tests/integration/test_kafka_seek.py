@@ -32,6 +32,7 @@ class _OnRealConsumer:
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._thread = consumer  # seek_to_beginning(*partitions)
         self.seek_to_committed = consumer.seek_to_committed
+        self.earliest_offsets = lambda *tps: consumer.beginning_offsets(list(tps))
         self._read_offset: dict[Any, int | None] = {}
         self._committed_offset: dict[Any, int | None] = {}
         self._told: frozenset[str] = frozenset()
@@ -83,8 +84,10 @@ async def test_fausts_own_seek_leaves_a_partition_with_nothing_committed_past_it
 async def test_the_workers_seek_reads_a_partition_with_nothing_committed_from_its_beginning(
         fetched: tuple[AIOKafkaConsumer, TopicPartition]) -> None:
     consumer, tp = fetched
-    await _Consumer.perform_seek(_OnRealConsumer(consumer))  # type: ignore[arg-type]
+    seeker = _OnRealConsumer(consumer)
+    await _Consumer.perform_seek(seeker)  # type: ignore[arg-type]
     assert [r.value for r in await _read(consumer, tp)] == [f"r{i}".encode() for i in range(RECORDS)]
+    assert seeker._committed_offset[tp] == 0  # where reading starts: no commit passes it
 
 
 async def test_the_workers_seek_still_goes_back_to_the_committed_offset(
@@ -94,4 +97,4 @@ async def test_the_workers_seek_still_goes_back_to_the_committed_offset(
     seeker = _OnRealConsumer(consumer)
     await _Consumer.perform_seek(seeker)  # type: ignore[arg-type]
     assert [r.offset for r in await _read(consumer, tp)] == list(range(4, RECORDS))
-    assert seeker._committed_offset == {tp: 4}
+    assert seeker._committed_offset[tp] == 4

@@ -70,6 +70,12 @@ async def test_a_commit_does_not_pass_an_offset_nobody_acknowledged_and_it_is_re
     assert sought == [(tp, 4)]
 
 
+async def test_a_partitions_first_commit_does_not_pass_its_first_record_either() -> None:
+    consumer, tp = _consumer(committed=0, acked=[1, 2])  # reading started at 0 (perform_seek)
+    consumer.assignment = lambda: set()  # the re-read is not the point here
+    assert consumer._new_offset(tp) is None
+
+
 def test_a_commit_moves_over_acknowledged_offsets_from_the_committed_one() -> None:
     consumer, tp = _consumer(committed=4, acked=[4, 5, 6, 8])
     assert consumer._new_offset(tp) == 7
