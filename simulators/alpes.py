@@ -27,7 +27,6 @@ import itertools
 import json
 import logging
 import os
-import signal
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -39,7 +38,7 @@ import pulsar
 import pulsar.asyncio as apulsar
 from aiohttp import web
 
-from simulators.participants import _share
+from simulators.participants import _share, serve_until_signalled
 from wire.alpes import (
     COMANDO_CREAR_PARTNER,
     EVENTO_PARTNER_CREADO,
@@ -814,16 +813,7 @@ async def _run(args: argparse.Namespace) -> None:
                              subscription=args.subscription)
     await sims.start()
     log.info("behaviour: %s", behaviour)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=30)
-        except TimeoutError:
-            log.info("alpes simulators so far: %s", dict(sims.counts))
-    await sims.stop()
+    await serve_until_signalled(sims, "alpes simulators")
     log.info("alpes simulators stopped: %s", dict(sims.counts))
 
 

@@ -257,6 +257,12 @@ async def _run(args: argparse.Namespace) -> None:
         echo_sagaid=args.echo_sagaid))
     await sims.start()
     log.info("participant simulators up on %s: %s", args.broker_url, sims.behaviour)
+    await serve_until_signalled(sims, "simulators")
+
+
+async def serve_until_signalled(sims: Any, name: str) -> None:
+    """Until SIGINT or SIGTERM, log what the started simulators `sims` did every 30 s; then
+    stop them."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -265,7 +271,7 @@ async def _run(args: argparse.Namespace) -> None:
         try:
             await asyncio.wait_for(stop.wait(), timeout=30)
         except TimeoutError:
-            log.info("simulators so far: %s", dict(sims.counts))
+            log.info("%s so far: %s", name, dict(sims.counts))
     await sims.stop()
 
 
