@@ -52,6 +52,10 @@ class Action:
     data: Callable[[SagaState], dict[str, Any]] = _nothing
     policy: RetryPolicy = RetryPolicy()
     captures: tuple[str, ...] = ()
+    # The participant publishes its success event by itself as well, after answering the
+    # call that did the step (integraciones' PartnerCreado after its 201): a second success
+    # naming the same resource is expected, recorded and counted, not a problem to look at.
+    echoes: bool = False
 
     @property
     def waits(self) -> bool:
@@ -60,11 +64,17 @@ class Action:
 
 @dataclass(frozen=True)
 class Step:
+    """`undo` None: nothing the saga can send undoes this step. Either there is nothing to
+    undo (a decision, a wait), or the participant offers no undo: then `leaves_behind` says
+    what stays when the saga compensates after this step, and a compensated saga lists it
+    (`SagaState.left_behind`), so nobody believes the resource is gone."""
+
     name: str
     in_progress: str
     done: str
     do: Action
     undo: Action | None
+    leaves_behind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +173,8 @@ def alpes_partner(policies: Mapping[str, RetryPolicy] | None = None) -> SagaDefi
                 done=SagaStatus.PARTNER_CREATED,
                 do=Action("CreatePartner", Destination.INTEGRACIONES,
                           succeeded="PartnerCreated", failed="PartnerCreationFailed",
-                          data=_alpes_partner, policy=p.get("create_partner", RetryPolicy())),
+                          data=_alpes_partner, policy=p.get("create_partner", RetryPolicy()),
+                          echoes=True),
                 undo=Action("DeletePartner", Destination.INTEGRACIONES,
                             succeeded="PartnerDeleted", failed="PartnerDeleteFailed",
                             # The email finds the partner when its id never came back.
@@ -175,8 +186,11 @@ def alpes_partner(policies: Mapping[str, RetryPolicy] | None = None) -> SagaDefi
                 in_progress="awaiting_contract",
                 done="contract_created",
                 do=Action(None, Destination.ALIANZAS, succeeded="ContractCreated", failed=None,
-                          policy=p.get("await_contract", RetryPolicy(reply_timeout_s=60.0, max_attempts=1))),
+                          policy=p.get("await_contract", RetryPolicy(reply_timeout_s=60.0, max_attempts=1)),
+                          captures=("contrato_id",)),
+                # gestion-de-alianzas has no way to cancel a contract.
                 undo=None,
+                leaves_behind="the partner's contract at gestion-de-alianzas (it offers no cancel)",
             ),
             Step(
                 name="await_compliance",

@@ -14,6 +14,7 @@ __all__ = [
     "lifecycle_id",
     "saga_id_for_correlation",
     "saga_id_for_partner",
+    "saga_id_generation",
 ]
 
 _NS = uuid.UUID("4f1e3c2a-5b6d-4e8f-9a0b-1c2d3e4f5a6b")
@@ -46,3 +47,12 @@ def deadline_event_id(saga_id: str, step: str, phase: str, kind: str, attempt: i
                       due_at: float) -> str:
     """A fired deadline's event id: the same deadline fired twice (after a rebalance) is one event."""
     return _id("deadline", saga_id, step, phase, kind, attempt, round(due_at * 1000))
+
+
+def saga_id_generation(first_saga_id: str, generation: int) -> str:
+    """The id of the `generation`-th saga of a business key whose first saga is
+    `first_saga_id` (domain.lifecycle): the first keeps its own id, later ones get new ids, so
+    no saga id is ever reused, and their command ids differ too."""
+    if generation <= 1:
+        return first_saga_id
+    return _id("saga", "generation", first_saga_id, generation)

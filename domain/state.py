@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from domain.messages import Command, PartnerData
 
-__all__ = ["TERMINAL", "Applied", "Deadline", "SagaState", "SagaStatus", "Transition"]
+__all__ = ["NEEDS_OPERATOR", "TERMINAL", "Applied", "Deadline", "SagaState", "SagaStatus", "Transition"]
 
 
 class SagaStatus(StrEnum):
@@ -37,6 +37,9 @@ TERMINAL = frozenset(
         SagaStatus.COMPENSATION_FAILED,
     }
 )
+#: Terminal for the saga's own rules, but waiting for a person (retry or give up): never
+#: removed by retention (domain.lifecycle.retainable).
+NEEDS_OPERATOR = frozenset({SagaStatus.COMPENSATION_FAILED})
 
 
 class _Frozen(BaseModel):
@@ -78,6 +81,10 @@ class SagaState(_Frozen):
     status: str
     # The definition the saga runs (domain.definition.DEFINITIONS).
     flow: str = "partner-creation"
+    # Which saga of its business key this is (domain.lifecycle): 1 for the first; a start
+    # after the key's last saga ended and its dedupe horizon passed opens the next one,
+    # under an id of its own (domain.ids.saga_id_generation).
+    generation: int = 1
     version: int = 1
     partner: PartnerData
     partner_id: str | None = None
@@ -105,6 +112,9 @@ class SagaState(_Frozen):
     # (LATE_UNDONE_MEMORY, oldest forgotten) so that no participant can grow a saga's state.
     late_undone: tuple[str, ...] = ()
     reason: str | None = None
+    # What a saga that gave up leaves behind because its participant offers no undo
+    # (Step.leaves_behind), one line per step: set when it reaches its end.
+    left_behind: tuple[str, ...] = ()
     created_at: float
     updated_at: float
     # The last few events applied, with the commands each produced (re-sent on redelivery).

@@ -46,10 +46,17 @@ class Decision:
     transitions: tuple[Transition, ...] = ()
     outcome: Outcome = "applied"
     reason: str | None = None
+    # An ignored event that was expected (a participant's echo of a success the saga has,
+    # Action.echoes): recorded and counted, nothing for a person to look at.
+    expected: bool = False
 
     @property
     def changed(self) -> bool:
         return self.outcome in ("applied", "ignored")
+
+
+class _Expected(str):
+    """Why an event was ignored, when that was expected (see Decision.expected)."""
 
 
 class _Change:
@@ -101,8 +108,21 @@ class _Change:
                     data={"status": str(self.s.status), "partner_id": self.s.partner_id,
                           "alliance_id": self.s.alliance_id, "reason": self.s.reason,
                           "flow": self.s.flow, **({"captures": self.s.captures} if self.s.captures else {}),
+                          **({"left_behind": list(self.s.left_behind)} if self.s.left_behind else {}),
                           "needs_attention": self.s.status == SagaStatus.COMPENSATION_FAILED})
         )
+
+    def end_after_failure(self, status: str) -> None:
+        """Move to a terminal status after giving up: what the saga leaves behind (done steps
+        whose participant offers no undo) is listed before the notice goes out."""
+        left = tuple(f"{name}: {step.leaves_behind}"
+                     + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.s.captures.items()))})"
+                        if self.s.captures else "")
+                     for name in self.s.done_steps
+                     if (step := self.defn.step(name)).undo is None and step.leaves_behind)
+        self.set(left_behind=left)
+        self.move(status)
+        self.notify("SagaCompensated" if status == SagaStatus.COMPENSATED else "SagaFailed")
 
     def wait(self, step: Step, phase: Literal["forward", "compensation"],
              kind: Literal["reply", "retry"], attempt: int, seconds: float) -> None:
@@ -138,8 +158,7 @@ class _Change:
             self.set(done_steps=(*self.s.done_steps, maybe_done.name),
                      maybe_done=(*self.s.maybe_done, maybe_done.name))
         if self._last_undoable() is None:
-            self.move(SagaStatus.FAILED)
-            self.notify("SagaFailed")
+            self.end_after_failure(SagaStatus.FAILED)
         else:
             self.move(SagaStatus.COMPENSATING)
             self.next_undo()
@@ -156,8 +175,7 @@ class _Change:
         step = self._last_undoable()
         if step is None:
             self.set(undoing=None, undo_attempt=0, deadline=None)
-            self.move(SagaStatus.COMPENSATED)
-            self.notify("SagaCompensated")
+            self.end_after_failure(SagaStatus.COMPENSATED)
             return
         self.undo(step, 1)
 
@@ -181,8 +199,7 @@ class _Change:
             self.wait(step, "compensation", "retry", attempt, step.undo.policy.backoff(attempt))
         else:
             self.set(deadline=None, reason=f"{reason} (gave up after {attempt} attempts)")
-            self.move(SagaStatus.COMPENSATION_FAILED)
-            self.notify("SagaFailed")
+            self.end_after_failure(SagaStatus.COMPENSATION_FAILED)
 
     def decision(self, outcome: Outcome = "applied", reason: str | None = None) -> Decision:
         applied = (*self.s.applied, Applied(event_id=self.event.event_id, commands=tuple(self.commands)))
@@ -194,9 +211,10 @@ class _Change:
 
 
 def decide(state: SagaState | None, event: SagaEvent, now: float,
-           defn: SagaDefinition = PARTNER_CREATION) -> Decision:
+           defn: SagaDefinition = PARTNER_CREATION, *, generation: int = 1) -> Decision:
+    """`generation`: which saga of its business key an opening event starts (domain.lifecycle)."""
     if state is None:
-        return _open(event, now, defn)
+        return _open(event, now, defn, generation)
     for seen in state.applied:
         if seen.event_id == event.event_id:
             return Decision(state, seen.commands, (), "duplicate", "event already applied")
@@ -206,11 +224,15 @@ def decide(state: SagaState | None, event: SagaEvent, now: float,
     if reason is not None:
         change = _Change(state, event, now, defn)
         change.version = state.version + 1
-        return change.decision("ignored", reason)
+        ignored = change.decision("ignored", str(reason))
+        if isinstance(reason, _Expected):
+            return Decision(ignored.state, ignored.commands, ignored.transitions, "ignored", str(reason),
+                            expected=True)
+        return ignored
     return change.decision()
 
 
-def _open(event: SagaEvent, now: float, defn: SagaDefinition) -> Decision:
+def _open(event: SagaEvent, now: float, defn: SagaDefinition, generation: int = 1) -> Decision:
     """A saga's first event: an HTTP start, or a PartnerCreated that no saga asked for."""
     if isinstance(event, StartSaga):
         origin: Literal["http", "partner_event"] = "http"
@@ -224,7 +246,8 @@ def _open(event: SagaEvent, now: float, defn: SagaDefinition) -> Decision:
                         reason=f"{event.type} without the partner's data cannot open saga {event.saga_id}")
     state = SagaState(saga_id=event.saga_id, correlation_id=event.correlation_id or event.saga_id,
                       origin=origin, status=SagaStatus.STARTED, flow=defn.name, partner=event.partner,
-                      partner_id=partner_id, created_at=now, updated_at=now, version=0)
+                      partner_id=partner_id, created_at=now, updated_at=now, version=0,
+                      generation=generation)
     change = _Change(state, event, now, defn)
     change.version = 1
     change.transitions.append(Transition(version=1, from_status=None, to_status=SagaStatus.STARTED,
@@ -295,9 +318,16 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
             # The saga gave up on this step and sent an undo naming every attempt's command
             # id: it covers whatever this success made, so it gets no second undo.
             return f"late {event.type}: covered by the undo of {step.name} sent when the saga gave up on it"
+        echo = step.do.echoes and event_partner is not None and event_partner == s.partner_id
         if step.name in s.done_steps:
+            if echo:
+                return _Expected(f"{event.type} for partner {event_partner}: the participant's own "
+                                 f"announcement of step {step.name}, already done")
             return f"duplicate {event.type}: step {step.name} already done"
         if step.name in s.undone_steps:
+            if echo:
+                return _Expected(f"{event.type} for partner {event_partner}: the participant's own "
+                                 f"announcement of step {step.name}, since undone")
             return f"{event.type}: step {step.name} was already undone by the compensation"
         if not _started(c.defn, s, step):
             return f"{event.type} for step {step.name}, which this saga has not started"

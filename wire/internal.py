@@ -26,6 +26,9 @@ class SagaEnvelope(BaseModel):
     # Sent to the partner's own saga (domain.ids.saga_id_for_partner) because the event named
     # only a partner: if that saga does not exist, the partner index decides instead.
     by_partner: bool = False
+    # Passed on from a retained saga's tombstone (domain.lifecycle): an opening event opens
+    # its business key's `generation`-th saga.
+    generation: int | None = None
 
 
 class PartnerRouted(BaseModel):
