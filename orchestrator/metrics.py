@@ -42,7 +42,12 @@ HELP = {
     "events_parked_total": "Events parked with their partner while it was looked up.",
     "pulsar_send_failures_total": "Pulsar sends that failed and were retried.",
     "bridge_restarts_total": "Restarts of an inbound bridge after a failure.",
-    "sagas_expired_total": "Finished sagas removed from the live tables by retention.",
+    "sagas_expired_total": "Finished sagas removed from the live tables by retention (a tombstone kept).",
+    "events_at_tombstone_total": "Events that reached a retained saga, by type and verdict (pass_on to the "
+                                 "key's newer saga, open its next generation, duplicate: dead-lettered).",
+    "expected_duplicates_total": "A participant's own announcement of a step the saga already has "
+                                 "(recorded, not dead-lettered), by type.",
+    "http_duplicate_starts_total": "HTTP starts answered with a finished saga of the same correlation_id.",
     "retention_forget_sent_total": "Retention messages sent.",
     "snapshots_written_total": "Saga states written to PostgreSQL by the snapshot mirror.",
     "snapshots_rejected_total": "Saga states PostgreSQL refused (dead-lettered).",
@@ -61,6 +66,7 @@ def reason_class(reason: str) -> str:
     saga would grow without bound)."""
     r = reason.lower()
     for needle, cls in (("ignored by saga", "ignored"), ("no saga to match", "no_saga"),
+                        ("duplicate of a finished saga", "duplicate_finished"), ("for a finished saga", "finished"),
                         ("oversized", "oversized"), ("unknown event type", "unknown_type"),
                         ("pulsar refuses", "refused"), ("not json", "undecodable"),
                         ("not utf-8", "undecodable"), ("not an avro", "undecodable"),
