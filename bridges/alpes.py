@@ -7,7 +7,8 @@ comes back as an event, to the saga's stream or (a created partner) to the partn
   write, awaited), so that integraciones' `PartnerCreado`, which names only the partner, can
   be matched to it whatever arrives first; then `POST /api/v1/partners` with
   `Idempotency-Key` = the command id (or, with INTEGRACIONES_TRANSPORT=pulsar, the Avro
-  command on `comando-crear-partner`, whose only answer is PartnerCreado).
+  command on `comando-crear-partner`, whose only answer is PartnerCreado; its producer
+  registers integraciones' own Avro schema, see bridges/pulsar_inbound.LINK).
   201: PartnerCreated. 400, or 409 when no earlier try may have made the partner:
   PartnerCreationFailed. 409 after a try whose outcome is unknown (a 5xx, a timeout, or an
   earlier attempt of the step): the partner is looked up by email; found, it is the saga's,
@@ -17,10 +18,24 @@ comes back as an event, to the saga's stream or (a created partner) to the partn
   PartnerDeleteFailed (the saga retries with backoff, then ends in compensation_failed).
 - `lookup(partner_id)`: `GET /api/v1/partners/{id}`, for a PartnerCreado nobody claimed yet;
   the answer goes to the partner index keyed by the partner's email.
-5xx answers and connection errors are retried PARTICIPANT_HTTP_ATTEMPTS times with backoff
-within a call. A call that gets no answer at all reports nothing: the saga's step deadline
-sends the command again (its next attempt), which is also what happens when a worker dies
-in the middle of a call.
+
+How the calls run (`OrderedCalls`): one saga's commands are carried out one at a time, in the
+order the saga decided them (a DeletePartner waits for its saga's CreatePartner, retries
+included), while different sagas' calls run side by side, at most
+ALPES_MAX_CONCURRENT_CALLS at once; the rest wait their turn, none is dropped. The calls
+waiting are `saga_alpes_calls_waiting` in /metrics, those running `saga_alpes_calls_running`.
+`dispatch` and `lookup` return a future that is done at once while at most
+BRIDGE_MAX_IN_FLIGHT calls wait, and otherwise once the backlog is back under it: a caller
+that awaits it is held back (back-pressure); one that does not still has its call carried out.
+
+Retries, each bounded by its policy in common/retry.py (`RETRY_<NAME>` to change them):
+5xx answers and connection errors are retried within a call, at most PARTICIPANT_HTTP_ATTEMPTS
+tries within the `participant-http` budget; an Avro command Pulsar does not take is sent
+again within `participant-pulsar`; a lookup that gets no answer is asked again within
+`partner-lookup` (the partner index asks again on the partner's next event). A call whose
+budget is spent reports nothing (`saga_alpes_calls_given_up_total` counts it): the saga's
+step deadline sends the command again (its next attempt), which is also what happens when a
+worker dies in the middle of a call.
 """
 
 from __future__ import annotations
@@ -28,7 +43,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -36,6 +56,7 @@ import aiohttp
 
 from bridges.pulsar_client import is_permanent
 from bridges.pulsar_inbound import LINK
+from common.retry import Waits, policy
 from domain.messages import (
     Command,
     Destination,
@@ -49,15 +70,177 @@ from streams.partner_saga import partner_routing, saga_events
 from wire.alpes import encode_crear_partner
 from wire.internal import PartnerRouted, RoutingNote, SagaEnvelope
 
-__all__ = ["ALPES", "AlpesCalls", "email_key"]
+__all__ = ["ALPES", "DEFAULT_MAX_CONCURRENT_CALLS", "AlpesCalls", "OrderedCalls", "email_key"]
 
 log = logging.getLogger(__name__)
 _PARTNER_FIELDS = ("nombre", "email", "telefono", "direccion")
+#: Calls to the Alpes services carried out at once, unless ALPES_MAX_CONCURRENT_CALLS says.
+DEFAULT_MAX_CONCURRENT_CALLS = 32
 
 
 def email_key(email: str) -> str:
     """The partner index's key for an email claim (emails compare case-insensitively)."""
     return "email:" + email.strip().lower()
+
+
+def max_concurrent_calls() -> int:
+    """ALPES_MAX_CONCURRENT_CALLS: from the settings when they have it (alpes_max_concurrent_calls),
+    else from the environment, else DEFAULT_MAX_CONCURRENT_CALLS."""
+    value = getattr(cfg, "alpes_max_concurrent_calls", None)
+    if value is not None:
+        return int(value)
+    raw = os.environ.get("ALPES_MAX_CONCURRENT_CALLS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_CONCURRENT_CALLS
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 10_000:
+        raise SystemExit(f"ALPES_MAX_CONCURRENT_CALLS must be a whole number from 1 to 10000, got {raw!r}")
+    return n
+
+
+@dataclass
+class _Job:
+    name: str
+    call: Callable[[], Awaitable[None]]
+    tag: str | None = None  # a job with the tag of one still waiting in its queue is not added
+
+
+class OrderedCalls:
+    """Calls carried out in the background: one key's calls one at a time, in the order they
+    were submitted; different keys' side by side, at most `max_running` at once. A key's
+    calls wait in its queue; a key whose turn has not come waits in line for a free slot
+    (a key that has more calls queued gives its slot to the next key in line after each
+    call, so that one busy saga cannot hold a slot for ever). Nothing is dropped.
+
+    `submit` returns a future, done at once while at most `max_waiting` calls wait (started
+    calls do not count), and otherwise once the backlog is back under it. A call that raises
+    is logged with its name; the next call of its key goes ahead."""
+
+    def __init__(self, max_running: int, max_waiting: int, *, metric: str = "alpes_calls") -> None:
+        if max_running < 1 or max_waiting < 0:
+            raise ValueError("max_running must be at least 1 and max_waiting at least 0")
+        self.max_running = max_running
+        self.max_waiting = max_waiting
+        self.metric = metric
+        self.waiting = 0  # calls submitted and not started
+        self._queues: dict[str, deque[_Job]] = {}  # keys with a call waiting or running
+        self._line: deque[str] = deque()  # keys waiting for a slot, in turn
+        self._runners: dict[str, asyncio.Task[None]] = {}  # key -> the task running its calls
+        self._room: deque[asyncio.Future[None]] = deque()  # callers held back, in turn
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def running(self) -> int:
+        return len(self._runners)
+
+    @property
+    def held_back(self) -> int:
+        return sum(1 for f in self._room if not f.done())
+
+    def submit(self, key: str, name: str, call: Callable[[], Awaitable[None]], *,
+               tag: str | None = None) -> asyncio.Future[None]:
+        """Queue `call` after every call of `key` submitted before it."""
+        queue = self._queues.get(key)
+        if tag is not None and queue and any(job.tag == tag for job in queue):
+            return self._admission()  # the same call waits already: it will do
+        job = _Job(name, call, tag)
+        self.waiting += 1
+        self._idle.clear()
+        if queue is not None:  # running, or in line: its runner takes it in turn
+            queue.append(job)
+        else:
+            self._queues[key] = deque((job,))
+            if len(self._runners) < self.max_running:
+                self._start(key)
+            else:
+                self._line.append(key)
+        self._report()
+        return self._admission()
+
+    async def idle(self) -> None:
+        """Until no call waits or runs."""
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        """Cancel the running calls and forget the waiting ones (the worker stops: the sagas'
+        deadlines send their commands again on the next owner)."""
+        runners = list(self._runners.values())
+        self._queues.clear()
+        self._line.clear()
+        for task in runners:
+            task.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+        self._runners.clear()
+        self.waiting = 0
+        self._release()
+        self._idle.set()
+        self._report()
+
+    def _admission(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.waiting <= self.max_waiting:
+            fut.set_result(None)
+        else:
+            self._room.append(fut)
+        return fut
+
+    def _release(self) -> None:
+        """Let held-back callers go until those left are no more than the calls over the limit."""
+        while self._room and (len(self._room) > max(0, self.waiting - self.max_waiting)):
+            fut = self._room.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    def _start(self, key: str) -> None:
+        self._runners[key] = asyncio.get_running_loop().create_task(
+            self._run(key), name=f"{self.metric} {key}")
+
+    async def _run(self, key: str) -> None:
+        queue = self._queues.get(key, deque())  # empty: closed before this task began
+        stopped = False
+        try:
+            while queue:
+                job = queue.popleft()
+                self.waiting -= 1
+                self._release()
+                self._report()
+                try:
+                    await job.call()
+                except asyncio.CancelledError:
+                    stopped = True
+                    raise
+                except Exception as exc:
+                    log.error("%s failed: %r", job.name, exc, exc_info=exc)
+                if queue and self._line:  # others wait for a slot: take turns
+                    self._line.append(key)
+                    return
+            self._queues.pop(key, None)
+        finally:
+            self._runners.pop(key, None)
+            if not stopped:
+                while self._line and len(self._runners) < self.max_running:
+                    self._start(self._line.popleft())
+                if not self._queues:
+                    self._idle.set()
+            self._report()
+
+    def _report(self) -> None:
+        METRICS.set(f"{self.metric}_waiting", self.waiting)
+        METRICS.set(f"{self.metric}_running", len(self._runners))
+
+
+async def _wait_within(waits: Waits) -> bool:
+    """Wait the policy's next delay and return True, or return False at once when that wait
+    would end past the policy's budget (the caller gives up)."""
+    delay = waits.next_delay()
+    if waits.elapsed + delay > waits.policy.budget_s:
+        return False
+    await asyncio.sleep(delay)
+    return True
 
 
 def _partner_of(body: Any) -> dict[str, Any] | None:
@@ -74,36 +257,32 @@ def _partner_of(body: Any) -> dict[str, Any] | None:
 
 
 class AlpesCalls:
-    def __init__(self) -> None:
+    def __init__(self, max_running: int = DEFAULT_MAX_CONCURRENT_CALLS, max_waiting: int = 2000) -> None:
         self._session: aiohttp.ClientSession | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.calls = OrderedCalls(max_running, max_waiting)
 
     @staticmethod
     def handles(cmd: Command) -> bool:
         return cfg.participants == "alpes" and cmd.destination == Destination.INTEGRACIONES
 
-    def dispatch(self, cmd: Command) -> None:
-        """Carry out `cmd` in the background; its outcome comes back as an event."""
+    def dispatch(self, cmd: Command) -> asyncio.Future[None]:
+        """Carry out `cmd` in the background, after its saga's earlier commands; its outcome
+        comes back as an event. Await the result to be held back while too many calls wait."""
         if cmd.type == "CreatePartner":
-            self._spawn(self._create(cmd), cmd.type)
+            call = partial(self._create, cmd)
         elif cmd.type == "DeletePartner":
-            self._spawn(self._delete(cmd), cmd.type)
+            call = partial(self._delete, cmd)
         else:
             log.error("alpes: no call for command %s of saga %s", cmd.type, cmd.saga_id)
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return self.calls.submit(f"saga:{cmd.saga_id}", f"alpes {cmd.type} of saga {cmd.saga_id}", call)
 
-    def lookup(self, partner_id: str) -> None:
-        self._spawn(self._lookup(partner_id), "lookup")
-
-    def _spawn(self, coro: Any, what: str) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        task.set_name(f"alpes {what}")
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed: %r", task.get_name(), task.exception())
+    def lookup(self, partner_id: str) -> asyncio.Future[None]:
+        """Ask integraciones for the partner (at most one such request waits per partner)."""
+        return self.calls.submit(f"lookup:{partner_id}", f"alpes lookup of partner {partner_id}",
+                                 partial(self._lookup, partner_id), tag="lookup")
 
     # --- HTTP
     def _http(self) -> aiohttp.ClientSession:
@@ -121,14 +300,19 @@ class AlpesCalls:
     ) -> tuple[int | None, Any, bool]:
         """(status, JSON body or None, unsure): the first answer that is not a 5xx, else the
         last; status None when no try got an answer. `unsure`: some try may have been
-        carried out without our knowing (a 5xx, a timeout, a dropped connection)."""
+        carried out without our knowing (a 5xx, a timeout, a dropped connection). At most
+        PARTICIPANT_HTTP_ATTEMPTS tries, waits and budget of the `participant-http` policy."""
         url = cfg.integraciones_api_url.rstrip("/") + path
         status: int | None = None
         answer: Any = None
         unsure = False
+        waits = policy("participant-http").waits()
         for n in range(cfg.http_attempts):
-            if n:
-                await asyncio.sleep(min(0.2 * 2 ** (n - 1), 5.0))
+            if n and not await _wait_within(waits):
+                METRICS.inc("alpes_calls_given_up_total", call="http")
+                log.warning("alpes: %s %s: retry budget of %.0fs spent after %d tries", method, url,
+                            waits.policy.budget_s, n)
+                break
             try:
                 async with self._http().request(method, url, json=body, headers=headers) as r:
                     status = r.status
@@ -238,9 +422,11 @@ class AlpesCalls:
             )
 
     async def _send_avro(self, cmd: Command) -> None:
+        """The Avro command, sent again while Pulsar fails for a passing reason, within the
+        `participant-pulsar` budget (then the saga's deadline gives up on the step in time)."""
         topic = cfg.pulsar_topic(cfg.alpes_comando_crear_partner_topic)
         payload = encode_crear_partner(cmd.data)
-        delay = 0.2
+        waits = policy("participant-pulsar").waits()
         while True:
             (err,) = await LINK.send_batch(
                 [(topic, payload, {"sagaid": cmd.saga_id, "type": cmd.type}, cmd.saga_id)]
@@ -252,8 +438,13 @@ class AlpesCalls:
                 log.error("alpes: %s refuses the command of saga %s: %r", topic, cmd.saga_id, err)
                 return
             LINK.drop_producer_if_closed(topic, err)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            METRICS.inc("pulsar_send_failures_total")
+            log.warning("alpes: command of saga %s not sent to %s: %r", cmd.saga_id, topic, err)
+            if not await _wait_within(waits):
+                METRICS.inc("alpes_calls_given_up_total", call="pulsar")
+                log.error("alpes: command of saga %s not sent to %s within %.0fs; the step's deadline "
+                          "sends it again", cmd.saga_id, topic, waits.policy.budget_s)
+                return
 
     async def _delete(self, cmd: Command) -> None:
         pid = cmd.data.get("partner_id")
@@ -299,8 +490,10 @@ class AlpesCalls:
             )
 
     async def _lookup(self, partner_id: str) -> None:
-        delay = 1.0
-        for _ in range(8):  # about four minutes; the partner index asks again on its next event
+        """Asked again while integraciones gives no usable answer, within the `partner-lookup`
+        budget; then the partner stays parked until its next event asks again."""
+        waits = policy("partner-lookup").waits()
+        while True:
             status, body, _ = await self._call("GET", f"/api/v1/partners/{quote(partner_id, safe='')}")
             partner = _partner_of(body)
             if status == 200 and partner is not None:
@@ -323,9 +516,11 @@ class AlpesCalls:
                     await partner_routing.send(key=partner_id.encode(), value=note.model_dump_json().encode())
                 )
                 return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)
-        log.error("alpes: cannot look partner %s up at %s", partner_id, cfg.integraciones_api_url)
+            if not await _wait_within(waits):
+                METRICS.inc("alpes_calls_given_up_total", call="lookup")
+                log.error("alpes: cannot look partner %s up at %s within %.0fs; its next event asks again",
+                          partner_id, cfg.integraciones_api_url, waits.policy.budget_s)
+                return
 
 
 def _code(body: Any) -> str:
@@ -334,4 +529,4 @@ def _code(body: Any) -> str:
     return ""
 
 
-ALPES = AlpesCalls()
+ALPES = AlpesCalls(max_concurrent_calls(), cfg.bridge_max_in_flight)

@@ -1,12 +1,22 @@
 """One asyncio Pulsar client per process, one batching producer per topic, and a batch send
-that wakes the event loop once per batch rather than once per message."""
+that wakes the event loop once per batch rather than once per message.
+
+A producer registers the schema its topic is meant to carry (`PulsarLink(schemas=...)`): a
+participant's Avro topic gets the participant's own Avro definition (wire.alpes.avro_schema),
+every other topic none (BYTES). Pulsar refuses a consumer with an Avro schema on a topic that has
+no schema while anything is attached to it: a schemaless producer opened first on
+integraciones' `comando-crear-partner` locked its Avro consumer out for good. A producer with
+a schema is accepted in either order (registering it when the topic has none), so the order
+in which the orchestrator and the services start no longer matters. The payloads are encoded
+by the caller (wire/), and go out as they are: the schema is only registered.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import _pulsar
@@ -88,8 +98,12 @@ class _BatchResults:
 
 
 class PulsarLink:
-    def __init__(self, service_url: str) -> None:
+    """`schemas`: topic (full name) -> the schema its producer registers; other topics' producers
+    register none."""
+
+    def __init__(self, service_url: str, schemas: Mapping[str, pulsar.schema.Schema] | None = None) -> None:
         self.service_url = service_url
+        self.schemas: dict[str, pulsar.schema.Schema] = dict(schemas or {})
         self._client: apulsar.Client | None = None
         self._producers: dict[str, apulsar.Producer] = {}
         self._lock = asyncio.Lock()
@@ -111,13 +125,16 @@ class PulsarLink:
         return set(self._producers)
 
     async def producer(self, topic: str) -> apulsar.Producer:
+        """The topic's producer, created on first use with the topic's schema (`schemas`)."""
         p = self._producers.get(topic)
         if p is not None:
             return p
         async with self._lock:
             if topic not in self._producers:
+                schema = self.schemas.get(topic)
                 self._producers[topic] = await self.client.create_producer(
                     topic,
+                    schema=schema,
                     batching_enabled=True,
                     batching_max_messages=1000,
                     batching_max_publish_delay_ms=2,
@@ -125,6 +142,9 @@ class PulsarLink:
                     block_if_queue_full=True,
                     send_timeout_millis=30_000,
                 )
+                if schema is not None:
+                    log.info("Pulsar producer for %s registers its %s schema", topic,
+                             schema.schema_info().schema_type().name)
             return self._producers[topic]
 
     def drop_producer_if_closed(self, topic: str, error: BaseException) -> None:

@@ -5,6 +5,16 @@ write it became (the routed event, or its dead letter); if that write fails the 
 negatively acknowledged and Pulsar redelivers it. Decoding and validation happen here, at
 the edge: an invalid message becomes a dead letter (original bytes + reason), and a valid
 one is keyed by its saga (when it names one) or by its partner (see agents/partner_routing).
+
+Every topic is consumed without a schema, the Alpes services' Avro `PartnerCreado` included
+(decoded here with the writer's schema, wire/alpes.py): Pulsar accepts a schemaless consumer
+whatever the topic's schema, and it never stands in the way of the service's Avro producer,
+whichever starts first. A consumer WITH the Avro schema would be refused on a topic that has
+no schema yet while anything else is attached (gestion-de-alianzas' own consumer of
+PartnerCreado is schemaless): start order would matter again. The producers' schemas are
+chosen in `LINK` (integraciones' `comando-crear-partner` gets its Avro schema).
+A pump that fails is started again after a wait of the `bridge-restart` retry policy
+(common/retry.py), for as long as it takes by default (/ready reports the topic meanwhile).
 """
 
 from __future__ import annotations
@@ -20,10 +30,13 @@ from faust.types import RecordMetadata, TopicT
 
 from agents.dead_letters import dead_letter
 from bridges.pulsar_client import PulsarLink
+from common.retry import policy
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
 from streams.partner_saga import partner_routing, saga_events
 from wire.alpes import (
+    COMANDO_CREAR_PARTNER_DEFINITION,
+    avro_schema,
     decode_contrato_aprobado,
     decode_contrato_creado,
     decode_contrato_rechazado,
@@ -36,7 +49,13 @@ from wire.routing import first_hop
 __all__ = ["INBOUND_TOPICS", "LINK", "SUBSCRIBED", "pump", "route"]
 
 log = logging.getLogger(__name__)
-LINK = PulsarLink(cfg.broker_url)
+#: The worker's Pulsar client and producers. A producer to integraciones' command topic
+#: registers the service's Avro schema (the command is Avro-encoded by wire.alpes).
+LINK = PulsarLink(cfg.broker_url, schemas={
+    cfg.pulsar_topic(cfg.alpes_comando_crear_partner_topic): avro_schema(COMANDO_CREAR_PARTNER_DEFINITION),
+})
+#: A pump that ran this long before failing had been healthy: its restart waits start over.
+HEALTHY_S = 60.0
 #: Pulsar topics whose consumer is subscribed right now (reported by GET /ready).
 SUBSCRIBED: set[str] = set()
 
@@ -148,8 +167,13 @@ async def pump(topic: str) -> None:
 
 async def supervise(topic: str) -> None:
     """Keep a topic's pump running: a failure (Pulsar or Kafka unreachable for a while) is
-    logged, its message was negatively acknowledged, and the pump starts again."""
-    delay = 1.0
+    logged, its message was negatively acknowledged, and the pump starts again after a wait
+    of the `bridge-restart` policy; waits grow while it keeps failing, and start over after
+    a pump that ran HEALTHY_S seconds. The policy's budget is endless by default; a finite
+    one (RETRY_BRIDGE_RESTART) re-raises the failure once spent, which crashes the worker
+    (Faust stops on a failed task), for its supervisor to start again, rather than run on
+    without the bridge."""
+    waits = policy("bridge-restart").waits()
     while True:
         started = time.monotonic()
         try:
@@ -157,12 +181,16 @@ async def supervise(topic: str) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
-            if time.monotonic() - started > 60:
-                delay = 1.0  # it had been healthy: this is a new failure, not the same one
-            log.exception("bridge for %s failed; restarting in %.0fs", topic, delay)
+            if time.monotonic() - started > HEALTHY_S:
+                waits.reset()  # it had been healthy: this is a new failure, not the same one
+            delay = waits.next_delay()
+            if waits.exhausted:
+                log.exception("bridge for %s failed; giving up after %.0fs of failures "
+                              "(RETRY_BRIDGE_RESTART)", topic, waits.elapsed)
+                raise
+            log.exception("bridge for %s failed; restarting in %.1fs", topic, delay)
             METRICS.inc("bridge_restarts_total")
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
 
 
 def _bridge(topic: str) -> Callable[[], Awaitable[None]]:

@@ -7,6 +7,10 @@ services on the main branch of the Alpes project, quirks included:
   HTTP (`/api/v1/partners`), a `comando-crear-partner` consumer (Avro), and Avro events
   `PartnerCreado` (after every creation, published BEFORE the HTTP 201 is answered) and
   `eventos-partners-eliminado` (after a soft delete). It knows nothing of idempotency keys.
+  Like the real service, its consumer and producers register its Avro schemas with Pulsar
+  (`AlpesParticipants.schemas`): started after something opened `comando-crear-partner`
+  without a schema, its consumer is refused (IncompatibleSchema) and `start()` raises, as the
+  real service's consumer thread gives up.
 - gestion-de-alianzas (FastAPI in reality; aiohttp here, default port 8001): consumes
   `PartnerCreado` itself, makes a contract for the partner and publishes it as raw UTF-8 JSON
   on `ContratoCreado`, with `"id": null` (as the real one does).
@@ -41,11 +45,16 @@ from aiohttp import web
 from simulators.participants import _share, serve_until_signalled
 from wire.alpes import (
     COMANDO_CREAR_PARTNER,
+    COMANDO_CREAR_PARTNER_DEFINITION,
     EVENTO_PARTNER_CREADO,
+    EVENTO_PARTNER_CREADO_DEFINITION,
     EVENTO_PARTNER_ELIMINADO,
+    EVENTO_PARTNER_ELIMINADO_DEFINITION,
     DecodeError,
+    RawAvroSchema,
     avro_decode,
     avro_encode,
+    avro_schema,
     json_decode,
     json_encode,
 )
@@ -711,11 +720,16 @@ class AlpesParticipants:
                  self.alianzas_url, "offline" if self._offline else self.broker_url)
 
     async def _start_pulsar(self) -> None:
+        """Producers and consumers with the schemas the real services give them (SCHEMAS):
+        integraciones' Avro topics with its Avro definitions (its consumer of
+        `comando-crear-partner` too), alianzas' and compliance's JSON topics with none."""
         self._client = apulsar.Client(self.broker_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
         t = self.topics
+        schemas = self.schemas()
         for topic in (t.partner_creado, t.partner_eliminado, t.contrato_creado, t.contrato_aprobado,
                       t.contrato_rechazado):
-            self._producers[topic] = await self._client.create_producer(topic, block_if_queue_full=True)
+            self._producers[topic] = await self._client.create_producer(
+                topic, schema=schemas.get(topic), block_if_queue_full=True)
         roles: list[tuple[str, str, Callable[[bytes], Awaitable[None]]]] = [
             (t.comando_crear_partner, "integraciones", self.integraciones.on_command),
             (t.partner_creado, "alianzas", self.alianzas.on_partner_creado),
@@ -723,8 +737,18 @@ class AlpesParticipants:
         for topic, role, handler in roles:
             consumer = await self._client.subscribe(
                 topic, f"{self.subscription}-{role}", consumer_type=pulsar.ConsumerType.Shared,
+                schema=schemas.get(topic) if role == "integraciones" else None,
                 initial_position=pulsar.InitialPosition.Earliest, negative_ack_redelivery_delay_ms=500)
             self._tasks.append(asyncio.ensure_future(self._serve(consumer, handler)))
+
+    def schemas(self) -> dict[str, RawAvroSchema]:
+        """Topic -> the Avro schema gestion-de-integraciones registers for it, as its producers
+        (`PartnerCreado`, `eventos-partners-eliminado`) and its consumer (`comando-crear-partner`)
+        do with pulsar-client's AvroSchema of its Record classes. alianzas and compliance use
+        none: their consumers and producers are schemaless (BYTES)."""
+        return {self.topics.partner_creado: avro_schema(EVENTO_PARTNER_CREADO_DEFINITION),
+                self.topics.partner_eliminado: avro_schema(EVENTO_PARTNER_ELIMINADO_DEFINITION),
+                self.topics.comando_crear_partner: avro_schema(COMANDO_CREAR_PARTNER_DEFINITION)}
 
     async def stop(self) -> None:
         self._started = False

@@ -3,6 +3,11 @@
 gestion-de-integraciones speaks Avro on Pulsar (pulsar-client's AvroSchema: fastavro's
 schemaless binary encoding with the writer's schema, no header), gestion-de-alianzas and
 compliance speak raw UTF-8 JSON. Every Avro field is a nullable union without a default.
+The services register their Avro schemas with Pulsar (`*_DEFINITION` here, the same JSON).
+While a topic has no schema and anything is attached to it, Pulsar refuses a consumer with an
+Avro schema (IncompatibleSchema): whoever produces to one of these topics registers the
+service's definition (`avro_schema`, in bridges/pulsar_inbound.LINK); a consumer without a
+schema, as the orchestrator's, is accepted whatever the topic's schema.
 This module only maps bytes to dicts and back, and checks what the orchestrator needs of
 each message; it knows nothing of sagas.
 """
@@ -10,23 +15,30 @@ each message; it knows nothing of sagas.
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import json
 from typing import Any
 
 import fastavro
 from fastavro.types import Schema
+from pulsar.schema import AvroSchema
 from pydantic import ValidationError
 
 from wire.cloudevents import MAX_MESSAGE_BYTES, Inbound, WireError
 
 __all__ = [
     "COMANDO_CREAR_PARTNER",
+    "COMANDO_CREAR_PARTNER_DEFINITION",
     "EVENTO_PARTNER_CREADO",
+    "EVENTO_PARTNER_CREADO_DEFINITION",
     "EVENTO_PARTNER_ELIMINADO",
+    "EVENTO_PARTNER_ELIMINADO_DEFINITION",
     "DecodeError",
+    "RawAvroSchema",
     "avro_decode",
     "avro_encode",
+    "avro_schema",
     "decode_contrato_aprobado",
     "decode_contrato_creado",
     "decode_contrato_rechazado",
@@ -38,31 +50,65 @@ __all__ = [
 
 _STR = ["null", "string"]
 
+# The schemas as pulsar-client's AvroSchema derives them from the services' Record classes
+# (fields in declaration order, every field a nullable union, no namespace): the JSON the
+# services register with Pulsar. Kept as plain dicts, so the orchestrator and the simulators
+# register exactly the same definition (PulsarLink's producer, the simulators' consumer),
+# and parsed for fastavro below. Fields inherited from the services' base class
+# EventoIntegracion are not in them: pulsar-client's Record reads only a class's own fields.
+
 #: Topic `PartnerCreado`, published by integraciones after it created a partner.
-EVENTO_PARTNER_CREADO: Schema = fastavro.parse_schema({
+EVENTO_PARTNER_CREADO_DEFINITION: dict[str, Any] = {
     "type": "record", "name": "EventoPartnerCreado",
     "fields": [{"name": "data", "type": ["null", {
         "type": "record", "name": "PartnerCreadoPayload",
         "fields": [{"name": "partner_id", "type": _STR}]}]}],
-})
+}
 
 #: Topic `comando-crear-partner`, consumed by integraciones (it creates the partner, then
 #: publishes PartnerCreado).
-COMANDO_CREAR_PARTNER: Schema = fastavro.parse_schema({
+COMANDO_CREAR_PARTNER_DEFINITION: dict[str, Any] = {
     "type": "record", "name": "ComandoCrearPartner",
     "fields": [{"name": "data", "type": ["null", {
         "type": "record", "name": "CrearPartnerPayload",
         "fields": [{"name": n, "type": _STR} for n in ("nombre", "email", "telefono", "direccion")]}]}],
-})
+}
 
 #: Topic `eventos-partners-eliminado`, published by integraciones after a (soft) delete.
-EVENTO_PARTNER_ELIMINADO: Schema = fastavro.parse_schema({
+EVENTO_PARTNER_ELIMINADO_DEFINITION: dict[str, Any] = {
     "type": "record", "name": "EventoPartnerEliminado",
     "fields": [{"name": "data", "type": ["null", {
         "type": "record", "name": "PartnerPayload",
         "fields": [{"name": n, "type": _STR} for n in
                    ("partner_id", "nombre", "email", "telefono", "direccion", "estado", "estado_kyc")]}]}],
-})
+}
+
+EVENTO_PARTNER_CREADO: Schema = fastavro.parse_schema(copy.deepcopy(EVENTO_PARTNER_CREADO_DEFINITION))
+COMANDO_CREAR_PARTNER: Schema = fastavro.parse_schema(copy.deepcopy(COMANDO_CREAR_PARTNER_DEFINITION))
+EVENTO_PARTNER_ELIMINADO: Schema = fastavro.parse_schema(copy.deepcopy(EVENTO_PARTNER_ELIMINADO_DEFINITION))
+
+
+class RawAvroSchema(AvroSchema):  # type: ignore[misc]  # pulsar has no type information
+    """A Pulsar Avro schema given as its JSON definition (no Record class), for a producer or
+    consumer to register with Pulsar while the payloads are encoded here: `encode` lets bytes
+    through as they are (a dict is encoded with the definition), and `msg.data()` stays the
+    raw bytes. pulsar-client's own `AvroSchema(None, schema_definition=...)` encodes dicts
+    only."""
+
+    def __init__(self, definition: dict[str, Any]) -> None:
+        super().__init__(None, schema_definition=copy.deepcopy(definition))
+
+    def encode(self, obj: Any) -> bytes:
+        if isinstance(obj, bytes | bytearray | memoryview):
+            return bytes(obj)
+        return bytes(super().encode(obj))
+
+
+def avro_schema(definition: dict[str, Any]) -> RawAvroSchema:
+    """The Pulsar schema of a topic carrying `definition` (one of the `*_DEFINITION`s): the JSON
+    sent to Pulsar is byte for byte what the service registers with pulsar-client's
+    AvroSchema of its Record class, so both sides share one schema version."""
+    return RawAvroSchema(definition)
 
 
 class DecodeError(ValueError):

@@ -28,8 +28,11 @@ from simulators.alpes import (
 )
 from wire.alpes import (
     COMANDO_CREAR_PARTNER,
+    COMANDO_CREAR_PARTNER_DEFINITION,
     EVENTO_PARTNER_CREADO,
+    EVENTO_PARTNER_CREADO_DEFINITION,
     EVENTO_PARTNER_ELIMINADO,
+    EVENTO_PARTNER_ELIMINADO_DEFINITION,
     avro_decode,
     avro_encode,
     json_decode,
@@ -583,6 +586,22 @@ def test_topics_are_full_names_and_prefixed_ones_are_distinct() -> None:
     assert AlpesTopics.prefixed("persistent://t/n/run").partner_eliminado == (
         "persistent://t/n/run-eventos-partners-eliminado")
     assert len({*vars(p).values(), *vars(T).values()}) == 12
+
+
+def test_integraciones_registers_its_avro_schemas_and_the_others_none() -> None:
+    """As the real services do: gestion-de-integraciones' consumer of comando-crear-partner and
+    its producers with AvroSchema of its Record classes (the same JSON as wire.alpes'
+    definitions); alianzas and compliance schemaless. An Avro consumer is what Pulsar refuses
+    on a topic that something opened first without a schema: the simulator must meet that."""
+    p = AlpesTopics.prefixed("alpes-schemas")
+    schemas = AlpesParticipants(topics=p, publish=Recorder()).schemas()
+    assert {t: json.loads(s.schema_info().schema()) for t, s in schemas.items()} == {
+        p.comando_crear_partner: COMANDO_CREAR_PARTNER_DEFINITION,
+        p.partner_creado: EVENTO_PARTNER_CREADO_DEFINITION,
+        p.partner_eliminado: EVENTO_PARTNER_ELIMINADO_DEFINITION}
+    assert {s.schema_info().schema_type().name for s in schemas.values()} == {"AVRO"}
+    raw = _command(nombre="x", email="y")
+    assert schemas[p.comando_crear_partner].encode(raw) == raw  # published bytes go out as they are
 
 
 def test_command_line_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,15 +4,20 @@ garbage is refused."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
-from pulsar.schema import AvroSchema, Record, String
+from pulsar.schema import AvroSchema, Long, Record, String
 
 from wire.alpes import (
     COMANDO_CREAR_PARTNER,
+    COMANDO_CREAR_PARTNER_DEFINITION,
     EVENTO_PARTNER_CREADO,
+    EVENTO_PARTNER_CREADO_DEFINITION,
+    EVENTO_PARTNER_ELIMINADO_DEFINITION,
     avro_decode,
     avro_encode,
+    avro_schema,
     decode_contrato_aprobado,
     decode_contrato_creado,
     decode_contrato_rechazado,
@@ -33,8 +38,8 @@ class EventoPartnerCreado(Record):
 class CrearPartnerPayload(Record):
     nombre = String()
     email = String()
-    telefono = String()
-    direccion = String()
+    telefono = String(required=False)
+    direccion = String(required=False)
 
 
 class ComandoCrearPartner(Record):
@@ -107,3 +112,54 @@ def test_compliance_decisions() -> None:
 def test_garbage_contracts_are_refused_with_a_reason(payload: bytes, reason: str) -> None:
     with pytest.raises(WireError, match=reason):
         decode_contrato_creado(payload, "1:1:-1")
+
+
+# --- the schemas registered with Pulsar -----------------------------------------------------------
+# gestion-de-integraciones' own Record classes (modulos/partners/infraestructura/eventos/schema/v1),
+# base class included: pulsar-client's Record reads only a class's own fields.
+
+
+class EventoIntegracion(Record):
+    id = String()
+    time = Long()
+    ingestion = Long()
+    specversion = String()
+    type = String()
+    datacontenttype = String()
+    service_name = String()
+
+
+class PartnerPayload(Record):
+    partner_id = String()
+    nombre = String()
+    email = String()
+    telefono = String(required=False)
+    direccion = String(required=False)
+    estado = String()
+    estado_kyc = String()
+
+
+def _service_classes() -> dict[str, type[Record]]:
+    """The service's event classes (subclasses of EventoIntegracion), by their own names."""
+    return {name: type(name, (EventoIntegracion,), {"data": payload()}) for name, payload in (
+        ("ComandoCrearPartner", CrearPartnerPayload), ("EventoPartnerCreado", PartnerCreadoPayload),
+        ("EventoPartnerEliminado", PartnerPayload))}
+
+
+@pytest.mark.parametrize("definition", [COMANDO_CREAR_PARTNER_DEFINITION, EVENTO_PARTNER_CREADO_DEFINITION,
+                                        EVENTO_PARTNER_ELIMINADO_DEFINITION],
+                         ids=["ComandoCrearPartner", "EventoPartnerCreado", "EventoPartnerEliminado"])
+def test_the_registered_schema_is_byte_for_byte_the_services(definition: dict[str, Any]) -> None:
+    theirs = AvroSchema(_service_classes()[definition["name"]]).schema_info()
+    assert json.loads(theirs.schema()) == definition
+    ours = avro_schema(definition).schema_info()
+    assert (ours.schema_type(), ours.name()) == (theirs.schema_type(), theirs.name())
+    assert ours.schema() == theirs.schema()  # the very bytes Pulsar compares
+
+
+def test_the_raw_avro_schema_lets_encoded_bytes_through() -> None:
+    schema = avro_schema(COMANDO_CREAR_PARTNER_DEFINITION)
+    raw = encode_crear_partner({"nombre": "Acme", "email": "a@b.co"})
+    assert schema.encode(raw) == raw
+    assert schema.encode({"data": None}) == avro_encode(COMANDO_CREAR_PARTNER, {"data": None})
+    assert schema.decode(raw)["data"]["email"] == "a@b.co"
