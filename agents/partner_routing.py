@@ -17,9 +17,12 @@ created partner's HTTP answer, naming its saga, settles it as well.
 from __future__ import annotations
 
 import json
+import logging
 import time
-from typing import Any
+from typing import Any, cast
 
+import faust
+from aiokafka.errors import KafkaError
 from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
@@ -27,6 +30,7 @@ from agents.dead_letters import dead_letter
 from bridges.alpes import ALPES, email_key
 from domain import ids
 from orchestrator.app import app
+from orchestrator.kafka_transport import acknowledge, manual_ack
 from orchestrator.metrics import METRICS
 from streams.partner_saga import partner_routing, saga_events
 from tables.partner_saga import partner_sagas
@@ -36,6 +40,8 @@ from wire.routing import saga_for
 
 __all__ = ["PARK_LIMIT", "route_partner_events"]
 
+log = logging.getLogger(__name__)
+
 #: A pending partner's entry starts with this (a saga id never does).
 PENDING = b"~"
 #: Events kept for a partner while it is looked up; past it they are dead-lettered.
@@ -44,45 +50,80 @@ PARK_LIMIT = 32
 LOOKUP_AGAIN_S = 30.0
 
 
+# Only this agent acknowledges these events, once what it wrote for them is in Kafka's
+# producer (Faust flushes it before it commits): a stream skipping one during a rebalance
+# leaves it to be read again (orchestrator/kafka_transport.py).
+manual_ack(partner_routing.get_topic_name())
+
+
 @app.agent(partner_routing, name="partner-routing")
 async def route_partner_events(stream: StreamT[bytes]) -> None:
-    async for event in stream.events():
-        if event.value.startswith(RoutingNote.PREFIX):
-            await _note(event)
-            continue
+    """Each event is acknowledged once it is handled: routed, parked or dead-lettered with the
+    reason. An event whose handling raises is dead-lettered with the error (nothing is lost
+    silently: Faust would acknowledge it, and restart the agent past it); a write Kafka
+    refuses stops the worker without acknowledging, so the partition's next owner replays it."""
+    events = cast("faust.Stream[bytes]", stream).noack()
+    async for event in events.events():
         try:
-            msg = PartnerRouted.model_validate_json(event.value)
-        except ValidationError as exc:
-            await dead_letter(event.value, f"invalid routing message: {exc.errors()[0]['msg']}",
-                              origin=partner_routing.get_topic_name())
-            continue
-        known_raw = partner_sagas.get(msg.partner_id)
-        if known_raw is not None and known_raw.startswith(PENDING):
-            await _pending(msg, known_raw)
-            continue
-        known = known_raw.decode() if known_raw is not None else None
-        if msg.type == "ForgetPartner":  # retention: its saga left the live tables
-            if known is not None and known == msg.saga_id:
-                del partner_sagas[msg.partner_id]
-            continue
-        if known is None and _names_only_its_partner(msg):
-            _park(msg.partner_id, [msg], lookup=True)
-            continue
-        saga_id = saga_for(msg, known)
-        if saga_id is not None and saga_id == msg.tried and known != saga_id:
-            # The partner's own saga, already tried: it does not exist. (Unless the index
-            # registered the partner with it since: an Alpes partner's own saga is opened
-            # once its lookup settles, after which this event follows the opening one.)
-            saga_id = None
-        if saga_id is None:
-            await dead_letter(msg.raw.encode(), f"no saga to match: no saga for partner {msg.partner_id}",
-                              origin=msg.origin, message_id=msg.event_id)
-            continue
-        # Only sagas whose id the partner id does not give (HTTP-started ones) need an entry.
-        # Written again on a replay too: the changelog must hold it even if the first write
-        # reached only the local store before a crash.
-        await _forward(msg, saga_id, register=msg.type == "PartnerCreated" and known in (None, saga_id)
-                       and saga_id != ids.saga_id_for_partner(msg.partner_id))
+            await _route(event)
+        except KafkaError as exc:
+            log.critical("partner routing: writing for the event at %s offset %d failed (%r); stopping "
+                         "the worker", event.message.tp, event.message.offset, exc)
+            await app.crash(exc)
+            return
+        except Exception as exc:
+            log.exception("partner routing: the event at %s offset %d failed", event.message.tp,
+                          event.message.offset)
+            await dead_letter(_original(event.value), f"cannot route: {exc!r}"[:1000],
+                              origin=partner_routing.get_topic_name(), key=event.key)
+        await acknowledge(events, event)
+
+
+def _original(value: bytes) -> bytes:
+    """The participant's message as received, when the routing message carries it."""
+    try:
+        return PartnerRouted.model_validate_json(value).raw.encode() or value
+    except ValidationError:
+        return value
+
+
+async def _route(event: EventT[bytes]) -> None:
+    if event.value.startswith(RoutingNote.PREFIX):
+        await _note(event)
+        return
+    try:
+        msg = PartnerRouted.model_validate_json(event.value)
+    except ValidationError as exc:
+        await dead_letter(event.value, f"invalid routing message: {exc.errors()[0]['msg']}",
+                          origin=partner_routing.get_topic_name())
+        return
+    known_raw = partner_sagas.get(msg.partner_id)
+    if known_raw is not None and known_raw.startswith(PENDING):
+        await _pending(msg, known_raw)
+        return
+    known = known_raw.decode() if known_raw is not None else None
+    if msg.type == "ForgetPartner":
+        # A retention message of an earlier version: the entry stays now, so that a later
+        # PartnerCreated for the partner finds its retained saga's tombstone (a duplicate).
+        return
+    if known is None and _names_only_its_partner(msg):
+        _park(msg.partner_id, [msg], lookup=True)
+        return
+    saga_id = saga_for(msg, known)
+    if saga_id is not None and saga_id == msg.tried and known != saga_id:
+        # The partner's own saga, already tried: it does not exist. (Unless the index
+        # registered the partner with it since: an Alpes partner's own saga is opened
+        # once its lookup settles, after which this event follows the opening one.)
+        saga_id = None
+    if saga_id is None:
+        await dead_letter(msg.raw.encode(), f"no saga to match: no saga for partner {msg.partner_id}",
+                          origin=msg.origin, message_id=msg.event_id)
+        return
+    # Only sagas whose id the partner id does not give (HTTP-started ones) need an entry.
+    # Written again on a replay too: the changelog must hold it even if the first write
+    # reached only the local store before a crash.
+    await _forward(msg, saga_id, register=msg.type == "PartnerCreated" and known in (None, saga_id)
+                   and saga_id != ids.saga_id_for_partner(msg.partner_id))
 
 
 def _names_only_its_partner(msg: PartnerRouted) -> bool:

@@ -36,7 +36,8 @@ from agents.dead_letters import dead_letter
 from bridges.alpes import email_key
 from bridges.pulsar_client import Outgoing
 from bridges.pulsar_outbound import OUTBOUND
-from domain import SagaState, decide, ids
+from domain import SagaState, decide
+from domain.lifecycle import Tombstone, bury, on_tombstone, retainable
 from domain.messages import PARTICIPANT_EVENT_TYPES, Command
 from domain.state import Deadline
 from orchestrator.app import app, cfg
@@ -159,8 +160,10 @@ async def _to_partner_index(envelope: SagaEnvelope) -> None:
 
 
 async def _forget(event: EventT[bytes]) -> None:
-    """Retention: each saga named leaves the live tables (a tombstone in the changelog) if it
-    is still finished at the version the retention timer saw; its snapshot stays."""
+    """Retention: each saga named leaves the live tables if it is still finished at the
+    version the retention timer saw, and for retention (domain.lifecycle.retainable). Its
+    state is replaced by its tombstone (ids, end status, no personal data), which answers a
+    later start for its business key; its snapshot stays."""
     try:
         msg = ForgetSaga.model_validate_json(event.value)
     except ValidationError as exc:
@@ -168,28 +171,49 @@ async def _forget(event: EventT[bytes]) -> None:
                           origin=saga_events.get_topic_name(), key=event.key)
         return
     partition = event.message.partition
-    for saga_id, version, partner_id in msg.forget:
+    now = time.time()
+    for saga_id, version, _partner_id in msg.forget:
         raw = sagas.get(saga_id)
-        state = SagaState.model_validate_json(raw) if raw is not None else None
-        if state is None or not state.terminal or state.version != version:
-            continue  # gone already, or changed since: its new expiry entry decides
+        if raw is None or Tombstone.is_one(raw):
+            continue  # gone already
+        state = SagaState.model_validate_json(raw)
+        if not retainable(state) or state.version != version:
+            continue  # changed since, or waits for a person: its new expiry entry decides
         DEADLINES.forget(partition, saga_id, state.updated_at)
-        del sagas[saga_id]
+        sagas[saga_id] = bury(state, now).model_dump_json().encode()
         METRICS.inc("sagas_expired_total")
         if state.flow == "alpes-partner":
-            # Its email claim (bridges/alpes.py) lives in the email's partition.
+            # Its email claim (bridges/alpes.py) lives in the email's partition; it matched
+            # the partner to the saga while it was being created, and is personal data.
+            # (The partner index entry stays: a later PartnerCreated for the partner finds
+            # the tombstone, and is a duplicate of this saga.)
             forget_email = RoutingNote(note="forget-email", email=state.partner.email.strip().lower(),
-                                       saga_id=saga_id, at=time.time())
+                                       saga_id=saga_id, at=now)
             await partner_routing.send(key=email_key(state.partner.email).encode(),
                                        value=forget_email.model_dump_json().encode())
-        if partner_id is not None and (saga_id != ids.saga_id_for_partner(partner_id)
-                                       or state.flow == "alpes-partner"):
-            # Its partner-index entry lives in the partner's partition: the routing agent
-            # drops it.
-            forget = PartnerRouted(type="ForgetPartner", event_id=f"forget:{saga_id}", saga_id=saga_id,
-                                   correlation_id=None, partner_id=partner_id, fields={}, raw="",
-                                   origin="retention", received_at=time.time())
-            await partner_routing.send(key=partner_id.encode(), value=forget.model_dump_json().encode())
+
+
+async def _at_tombstone(event: EventT[bytes], envelope: SagaEnvelope, raw: bytes) -> None:
+    """An event for a retained saga (domain.lifecycle.on_tombstone): passed on to the
+    business key's newer saga, opening that saga (a start after the dedupe horizon), or
+    dead-lettered as a duplicate of the finished saga, with the reason."""
+    tomb = Tombstone.model_validate_json(raw)
+    ev = envelope.event
+    verdict = on_tombstone(tomb, ev, time.time(), cfg.saga_dedupe_horizon_s)
+    METRICS.inc("events_at_tombstone_total", type=ev.type, verdict=verdict.kind)
+    if verdict.kind == "duplicate":
+        original, origin = _as_received(event, envelope)
+        await dead_letter(original, verdict.reason, origin=origin, key=event.key, message_id=ev.event_id)
+        return
+    assert verdict.saga_id is not None
+    if verdict.tombstone is not None:  # it opens the key's next saga: point the tombstone to it
+        sagas[tomb.saga_id] = verdict.tombstone.model_dump_json().encode()
+        log.info("saga %s: %s, saga %s", tomb.saga_id, verdict.reason, verdict.saga_id)
+    moved = envelope.model_copy(update={
+        "event": ev.model_copy(update={"saga_id": verdict.saga_id}),
+        "generation": verdict.generation if verdict.generation is not None else envelope.generation,
+    })
+    await saga_events.send(key=verdict.saga_id.encode(), value=moved.model_dump_json().encode())
 
 
 async def _plan(event: EventT[bytes]) -> _Plan | None:
@@ -212,10 +236,13 @@ async def _plan(event: EventT[bytes]) -> _Plan | None:
                           origin=topic, key=event.key)
         return None
     raw_state = sagas.get(saga_id)
+    if raw_state is not None and Tombstone.is_one(raw_state):
+        await _at_tombstone(event, envelope, raw_state)
+        return None
     state = SagaState.model_validate_json(raw_state) if raw_state is not None else None
     now = time.time()
     defn = DEFINITION if state is None else DEFINITIONS.get(state.flow, DEFINITION)
-    decision = decide(state, ev, now, defn)
+    decision = decide(state, ev, now, defn, generation=envelope.generation or 1)
     METRICS.inc("events_total", type=ev.type, outcome=decision.outcome)
     if decision.outcome == "rejected" and envelope.by_partner and state is None:
         await _to_partner_index(envelope)
@@ -242,7 +269,11 @@ async def _plan(event: EventT[bytes]) -> _Plan | None:
         commands = tuple(c.model_copy(update={"repeat": True}) for c in commands)
     plan = _Plan(event.message.partition, saga_id, old_deadline, new, stored, commands,
                  OUTBOUND.encode(commands))
-    if decision.outcome == "ignored":
+    if decision.expected:
+        # A participant's own announcement of a step the saga has (integraciones' PartnerCreado
+        # after its 201): recorded in the saga (a redelivery is a duplicate) and counted.
+        METRICS.inc("expected_duplicates_total", type=ev.type)
+    elif decision.outcome == "ignored":
         log.info("saga %s ignored %s %s: %s", saga_id, ev.type, ev.event_id, decision.reason)
         if ev.type in PARTICIPANT_EVENT_TYPES:
             # A reply the saga cannot use (stale, late, naming another partner): recorded in

@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -70,35 +69,15 @@ from streams.partner_saga import partner_routing, saga_events
 from wire.alpes import encode_crear_partner
 from wire.internal import PartnerRouted, RoutingNote, SagaEnvelope
 
-__all__ = ["ALPES", "DEFAULT_MAX_CONCURRENT_CALLS", "AlpesCalls", "OrderedCalls", "email_key"]
+__all__ = ["ALPES", "AlpesCalls", "OrderedCalls", "email_key"]
 
 log = logging.getLogger(__name__)
 _PARTNER_FIELDS = ("nombre", "email", "telefono", "direccion")
-#: Calls to the Alpes services carried out at once, unless ALPES_MAX_CONCURRENT_CALLS says.
-DEFAULT_MAX_CONCURRENT_CALLS = 32
 
 
 def email_key(email: str) -> str:
     """The partner index's key for an email claim (emails compare case-insensitively)."""
     return "email:" + email.strip().lower()
-
-
-def max_concurrent_calls() -> int:
-    """ALPES_MAX_CONCURRENT_CALLS: from the settings when they have it (alpes_max_concurrent_calls),
-    else from the environment, else DEFAULT_MAX_CONCURRENT_CALLS."""
-    value = getattr(cfg, "alpes_max_concurrent_calls", None)
-    if value is not None:
-        return int(value)
-    raw = os.environ.get("ALPES_MAX_CONCURRENT_CALLS", "").strip()
-    if not raw:
-        return DEFAULT_MAX_CONCURRENT_CALLS
-    try:
-        n = int(raw)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= 10_000:
-        raise SystemExit(f"ALPES_MAX_CONCURRENT_CALLS must be a whole number from 1 to 10000, got {raw!r}")
-    return n
 
 
 @dataclass
@@ -257,7 +236,7 @@ def _partner_of(body: Any) -> dict[str, Any] | None:
 
 
 class AlpesCalls:
-    def __init__(self, max_running: int = DEFAULT_MAX_CONCURRENT_CALLS, max_waiting: int = 2000) -> None:
+    def __init__(self, max_running: int = 32, max_waiting: int = 2000) -> None:
         self._session: aiohttp.ClientSession | None = None
         self.calls = OrderedCalls(max_running, max_waiting)
 
@@ -529,4 +508,4 @@ def _code(body: Any) -> str:
     return ""
 
 
-ALPES = AlpesCalls(max_concurrent_calls(), cfg.bridge_max_in_flight)
+ALPES = AlpesCalls(cfg.alpes_max_concurrent_calls, cfg.bridge_max_in_flight)

@@ -52,7 +52,7 @@ class Policy:
     budget_s: float = math.inf
 
     def wait(self) -> wait_exponential_jitter:
-        return wait_exponential_jitter(initial=self.initial_s, max=self.max_s, jitter=self.initial_s)
+        return wait_exponential_jitter(multiplier=self.initial_s, max=self.max_s, jitter=self.initial_s)
 
     def retrying(self, *, retry_on: tuple[type[BaseException], ...] = (Exception,),
                  logger: logging.Logger | None = None) -> AsyncRetrying:
@@ -63,7 +63,8 @@ class Policy:
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
-            lg.warning("%s: try %d failed (%r); retrying in %.1fs", self.name, state.attempt_number, exc, wait)
+            lg.warning("%s: try %d failed (%r); retrying in %.1fs", self.name, state.attempt_number,
+                       exc, wait)
 
         return AsyncRetrying(
             wait=self.wait(),

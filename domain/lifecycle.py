@@ -113,8 +113,8 @@ class TombstoneVerdict:
 
 def on_tombstone(tomb: Tombstone, event: SagaEvent, now: float, horizon_s: float) -> TombstoneVerdict:
     if tomb.current is not None:
-        return TombstoneVerdict("pass_on", f"saga {tomb.saga_id} ended; its key's newer saga is {tomb.current}",
-                                saga_id=tomb.current)
+        return TombstoneVerdict("pass_on", f"saga {tomb.saga_id} ended; its key's newer saga is "
+                                           f"{tomb.current}", saga_id=tomb.current)
     ended = f"saga {tomb.saga_id} ended {tomb.status} and was retained"
     if not opens_saga(event):
         return TombstoneVerdict("duplicate", f"{event.type} for a finished saga: {ended}")
@@ -125,9 +125,10 @@ def on_tombstone(tomb: Tombstone, event: SagaEvent, now: float, horizon_s: float
     generation = tomb.generation + 1
     first = ids.saga_id_generation(tomb.saga_id, 1) if tomb.generation == 1 else _first_of(tomb)
     new_id = ids.saga_id_generation(first, generation)
+    pointing = tomb.model_copy(update={"current": new_id, "version": tomb.version + 1})
     return TombstoneVerdict("open", f"{event.type} for {tomb.business_key} after its dedupe horizon: "
-                                    f"generation {generation}", saga_id=new_id, generation=generation,
-                            tombstone=tomb.model_copy(update={"current": new_id, "version": tomb.version + 1}))
+                                    f"generation {generation}",
+                            saga_id=new_id, generation=generation, tombstone=pointing)
 
 
 def _first_of(tomb: Tombstone) -> str:

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ConfigError", "Settings", "load_settings", "settings"]
@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     # connection errors are retried with backoff; the saga's own retries come on top).
     http_timeout_s: float = Field(5.0, alias="PARTICIPANT_HTTP_TIMEOUT_S", gt=0, le=300)
     http_attempts: int = Field(3, alias="PARTICIPANT_HTTP_ATTEMPTS", ge=1, le=20)
+    # Calls to the Alpes services carried out at once (bridges/alpes.py); the others wait
+    # their turn (none is dropped), and past BRIDGE_MAX_IN_FLIGHT waiting the saga agent waits.
+    alpes_max_concurrent_calls: int = Field(32, alias="ALPES_MAX_CONCURRENT_CALLS", ge=1, le=10_000)
 
     # Kafka, where Faust keeps its streams and tables.
     kafka_broker_url: str = Field("kafka://localhost:9092", alias="KAFKA_BROKER_URL")
@@ -128,10 +131,15 @@ class Settings(BaseSettings):
     cancel_alliance_timeout_s: float | None = Field(None, alias="SAGA_CANCEL_ALLIANCE_TIMEOUT_S", gt=0)
     deadline_tick_s: float = Field(0.2, alias="DEADLINE_TICK_S", gt=0, le=10)
     # How long a finished saga stays in the live tables (Temporal's retention period is the
-    # model): after it, and once its final state is in PostgreSQL, it leaves them; the status
-    # endpoint then answers from the snapshot.
+    # model): after it, and once its final state is in PostgreSQL, it leaves them, a compact
+    # tombstone kept in its place; the status endpoint then answers from the snapshot. A
+    # saga in compensation_failed (waiting for a person) never leaves (domain.lifecycle).
     saga_retention_s: float = Field(7 * 86400.0, alias="SAGA_RETENTION_S", gt=0)
     retention_tick_s: float = Field(5.0, alias="RETENTION_TICK_S", gt=0, le=3600)
+    # How long after a saga's end a new start for its business key (correlation id, partner)
+    # is a duplicate of it; after that a start opens the key's next saga, with an id of its
+    # own (domain.lifecycle). Far longer than SAGA_RETENTION_S: the tombstones answer.
+    saga_dedupe_horizon_s: float = Field(90 * 86400.0, alias="SAGA_DEDUPE_HORIZON_S", gt=0)
 
     # Where the worker's snapshot mirror runs: `process`, a child process the worker starts
     # and restarts (another core; the worker's event loop is the saga agent's); `inline`, on
@@ -169,6 +177,15 @@ class Settings(BaseSettings):
         # The deadline index needs RocksDB's ordered keys (tables/deadline_index.py).
         if v != "rocksdb://":
             raise ValueError(f"TABLE_STORE must be rocksdb://, got {v!r}")
+        return v
+
+    @field_validator("saga_dedupe_horizon_s")
+    @classmethod
+    def _horizon(cls, v: float, info: ValidationInfo) -> float:
+        # A saga leaves the live tables before its dedupe horizon ends: its tombstone answers.
+        retention = info.data.get("saga_retention_s")
+        if retention is not None and v < retention:
+            raise ValueError(f"must be at least SAGA_RETENTION_S ({retention:g}), got {v:g}")
         return v
 
     def install_event_loop(self) -> None:

@@ -58,6 +58,10 @@ HELP = {
     "snapshot_lag_records": "Changelog records not yet mirrored to PostgreSQL.",
     "timeout_fire_lateness_seconds": "How late the last deadline fired after it was due.",
     "assigned_partitions": "Partitions of the saga stream this worker owns (active).",
+    "alpes_calls_waiting": "Calls to the Alpes services waiting for a slot (ALPES_MAX_CONCURRENT_CALLS).",
+    "alpes_calls_running": "Calls to the Alpes services being carried out.",
+    "alpes_calls_given_up_total": "Calls to the Alpes services given up after their retry budget, by call "
+                                  "(http, pulsar, lookup); the saga's own deadline takes over.",
 }
 
 
@@ -66,7 +70,8 @@ def reason_class(reason: str) -> str:
     saga would grow without bound)."""
     r = reason.lower()
     for needle, cls in (("ignored by saga", "ignored"), ("no saga to match", "no_saga"),
-                        ("duplicate of a finished saga", "duplicate_finished"), ("for a finished saga", "finished"),
+                        ("duplicate of a finished saga", "duplicate_finished"),
+                        ("for a finished saga", "finished"),
                         ("oversized", "oversized"), ("unknown event type", "unknown_type"),
                         ("pulsar refuses", "refused"), ("not json", "undecodable"),
                         ("not utf-8", "undecodable"), ("not an avro", "undecodable"),

@@ -17,8 +17,10 @@ from faust.web.exceptions import ServiceUnavailable
 from pydantic import ConfigDict, Field, ValidationError
 
 from domain import ids
+from domain.lifecycle import Tombstone
 from domain.messages import PartnerData, StartSaga
-from orchestrator.app import app
+from domain.state import TERMINAL
+from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
 from orchestrator.services import STORE
 from snapshots.errors import StoreUnavailable
@@ -98,7 +100,19 @@ class StartPartnerCreation(View):
         except ValidationError as exc:
             return _error(self, 422, "invalid request", details=_validation_message(exc))
         correlation_id = req.correlation_id or str(uuid.uuid4())
-        saga_id = ids.saga_id_for_correlation(correlation_id)
+        saga_id = answer_id = ids.saga_id_for_correlation(correlation_id)
+        if req.correlation_id is not None:
+            ended = await _ended_saga(correlation_id)
+            if ended is not None and time.time() < ended["ended_at"] + cfg.saga_dedupe_horizon_s:
+                # A start for a business key whose saga finished: answered with that saga.
+                METRICS.inc("http_duplicate_starts_total")
+                return self.json({"saga_id": ended["saga_id"], "correlation_id": correlation_id,
+                                  "status": ended["status"], "duplicate_of_finished_saga": True,
+                                  "status_url": f"/api/v1/saga/status/{ended['saga_id']}"}, status=200)
+            if ended is not None and ended.get("tombstone"):
+                # After the dedupe horizon: the key's next saga, which the start opens at the
+                # first saga's tombstone (domain.lifecycle).
+                answer_id = ids.saga_id_generation(saga_id, int(ended.get("generation") or 1) + 1)
         partner = PartnerData.model_validate(req.model_dump(exclude={"correlation_id"}))
         event = StartSaga(event_id=f"start:{saga_id}", saga_id=saga_id, correlation_id=correlation_id,
                           partner=partner)
@@ -111,8 +125,24 @@ class StartPartnerCreation(View):
             return _error(self, 503, "cannot record the request in Kafka; retry (same correlation_id)",
                           detail=type(exc).__name__)
         METRICS.inc("http_starts_total")
-        return self.json({"saga_id": saga_id, "correlation_id": correlation_id, "status": "accepted",
-                          "status_url": f"/api/v1/saga/status/{saga_id}"}, status=202)
+        return self.json({"saga_id": answer_id, "correlation_id": correlation_id, "status": "accepted",
+                          "status_url": f"/api/v1/saga/status/{answer_id}"}, status=202)
+
+
+async def _ended_saga(correlation_id: str) -> dict[str, Any] | None:
+    """The newest saga of this correlation id if it has ended, from the snapshots (its saga
+    id, status, `ended_at`, and `tombstone`/`generation` when retention removed it); None
+    when it runs, never ran, or PostgreSQL does not answer (then the start goes on: a
+    duplicate is dead-lettered by the saga agent with its reason, and a live saga ignores it)."""
+    try:
+        row = await STORE.latest_for_key(correlation_id)
+    except StoreUnavailable as exc:
+        log.warning("start request: cannot check for an ended saga of its correlation_id: %s", exc.public)
+        return None
+    if row is None or row.get("status") not in TERMINAL:
+        return None
+    ended_at = row.get("ended_at") if row.get("tombstone") else row.get("updated_at")
+    return {**row, "ended_at": float(ended_at or 0.0)}
 
 
 @app.page("/api/v1/saga/status/{saga_id}")
@@ -133,24 +163,31 @@ class SagaStatusView(View):
             return _error(self, 503, "the worker owning this saga did not answer; retry shortly",
                           detail=type(exc).__name__)
         raw = sagas.get(saga_id)
-        if raw is None:
-            if app.rebalancing or app.in_recovery:
-                return _error(self, 503, "partition is being recovered; retry shortly",
-                              saga_id=saga_id)
-            return await self._from_snapshot(saga_id)
+        if raw is None and (app.rebalancing or app.in_recovery):
+            return _error(self, 503, "partition is being recovered; retry shortly", saga_id=saga_id)
+        if raw is None or Tombstone.is_one(raw):
+            return await self._from_snapshot(saga_id, raw)
         state = json.loads(raw)
         return self.json({**_public_state(state), "source": "live"})
 
-    async def _from_snapshot(self, saga_id: str) -> Response:
-        """A saga no longer in the table (retention) answers from its final snapshot."""
+    async def _from_snapshot(self, saga_id: str, tombstone: bytes | None) -> Response:
+        """A saga retention removed from the table answers from its final snapshot, or, with
+        PostgreSQL unreachable, from the tombstone the table keeps (ids and end status)."""
+        kept = json.loads(tombstone) if tombstone is not None else None
         try:
             state = await STORE.get(saga_id)
         except StoreUnavailable:
+            if kept is not None:
+                return self.json({**kept, "source": "tombstone"})
             return _error(self, 503, "not in the live table, and the snapshots are unreachable; "
                           "retry shortly", saga_id=saga_id)
         if state is None:
+            if kept is not None:
+                return self.json({**kept, "source": "tombstone"})
             return _error(self, 404, "no such saga", saga_id=saga_id)
-        return self.json({**_public_state(state), "source": "snapshot"})
+        extra = {"retained": True, "generation": kept["generation"], "current": kept.get("current")} \
+            if kept is not None else {}
+        return self.json({**_public_state(state), **extra, "source": "snapshot"})
 
 
 def _public_state(state: dict[str, Any]) -> dict[str, Any]:

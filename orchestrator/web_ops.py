@@ -178,6 +178,10 @@ class OperatorAction(View):
             return _error(self, 400, str(exc))
         if verified and known is None:
             return _error(self, 404, "no such saga", saga_id=saga_id)
+        refused = _refusal(action, known) if known is not None else None
+        if refused is not None:
+            return _error(self, 409, refused, saga_id=saga_id,
+                          saga_status=known.get("status") if known else None)
         request_id = f"{action}:{saga_id}:{uuid.uuid4()}"
         try:
             event = (RetryRequested(event_id=request_id, saga_id=saga_id) if action == "retry" else
@@ -193,6 +197,22 @@ class OperatorAction(View):
                           "status_before": known["status"] if known else None,
                           "existence_verified": verified,
                           "status_url": f"/api/v1/saga/status/{saga_id}"}, status=202)
+
+
+def _refusal(action: str, known: dict[str, Any]) -> str | None:
+    """Why `action` cannot apply to a saga as its snapshot shows it, or None. Only what cannot
+    change is refused: an end other than compensation_failed is final, and a retained saga
+    left the live tables (a snapshot that lags a live saga lets the request through; the saga
+    applies or ignores it)."""
+    status = known.get("status")
+    if known.get("tombstone"):
+        return (f"saga ended {status} and left the live tables (retention): there is nothing to "
+                f"{action}")
+    if action == "retry" and status in TERMINAL_STATUSES and status != "compensation_failed":
+        return f"retry only applies to a saga in compensation_failed; this one ended {status}"
+    if action == "cancel" and status in TERMINAL_STATUSES:
+        return f"cannot cancel a saga that ended {status}"
+    return None
 
 
 @app.page("/ready")

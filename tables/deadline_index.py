@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Container, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
+from pydantic import BaseModel, ConfigDict
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict
 
+from domain.lifecycle import RETAINABLE
 from domain.state import Deadline
 
 __all__ = ["WINDOW_S", "DeadlineIndex", "deadline_event_fields", "due_in_db", "index_key",
@@ -43,14 +44,29 @@ log = logging.getLogger(__name__)
 
 WINDOW_S = 1.0
 _BUILT = b"~built"  # sorts after every window key: a scan never reaches it
-# A state with a deadline, as pydantic writes it (compact JSON; inside a string the quotes
-# would be escaped): the others, most states in a replay, are not parsed.
-_HAS_DEADLINE = b'"deadline":{'
-# A finished saga's status and last update: the first "status" and "updated_at" of a state
-# are its own (pydantic writes fields in declaration order; commands come after them).
-_STATUS = re.compile(rb'"status":"([a-z_]+)"')
-_UPDATED_AT = re.compile(rb'"updated_at":(-?[0-9.eE+]+)')
-_FINISHED = frozenset({b"completed", b"failed", b"compensated", b"compensation_failed"})
+
+
+class _Stored(BaseModel):
+    """What the index reads of a stored `sagas` value: a saga's state (domain.state.SagaState)
+    or a retained saga's tombstone (domain.lifecycle.Tombstone). Parsed by field name, so a
+    field added to the state cannot break it; every other field is skipped by the parser."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tombstone: bool = False
+    status: str = ""
+    version: int = 0
+    updated_at: float = 0.0
+    partner_id: str | None = None
+    deadline: dict[str, Any] | None = None
+
+
+def _read(value: bytes | None) -> _Stored | None:
+    """The stored value's fields, or None for no value or one that is not a saga's (Faust
+    keeps its offset, a bare number, in the same database)."""
+    if value is None or not value.startswith(b"{"):
+        return None
+    return _Stored.model_validate_json(value)
 
 
 def _window(due_at: float) -> int:
@@ -100,22 +116,16 @@ def _options() -> Options:
 
 
 def _stored_deadline(state: bytes | None) -> dict[str, Any] | None:
-    if state is None or _HAS_DEADLINE not in state:
-        return None
-    parsed = json.loads(state)
-    deadline = parsed.get("deadline") if isinstance(parsed, dict) else None
-    return deadline if isinstance(deadline, dict) else None
+    stored = _read(state)
+    return None if stored is None else stored.deadline
 
 
-def _finished_at(state: bytes | None) -> float | None:
-    """When a stored finished saga was last updated; None for a live one (or no state)."""
-    if state is None:
+def _finished_at(stored: _Stored | None) -> float | None:
+    """When a stored saga that retention may remove ended; None for a live one, one that
+    waits for a person (compensation_failed), a tombstone, or no state."""
+    if stored is None or stored.tombstone or stored.status not in RETAINABLE:
         return None
-    status = _STATUS.search(state)
-    if status is None or status.group(1) not in _FINISHED:
-        return None
-    updated = _UPDATED_AT.search(state)
-    return float(updated.group(1)) if updated is not None else None
+    return stored.updated_at
 
 
 def retention_key(saga_id: str, expires_at: float) -> bytes:
@@ -167,15 +177,15 @@ class DeadlineIndex:
             cursors[partition] = key
 
     def _index_state(self, partition: int, db: Rdict, key: bytes | None, value: bytes | None) -> int:
-        if key is None or value is None:
+        stored = _read(value)
+        if key is None or stored is None:
             return 0
-        deadline = _stored_deadline(value)
-        if deadline is not None:
+        if stored.deadline is not None:
             saga_id = key.decode()
-            d = Deadline.model_validate(deadline)
+            d = Deadline.model_validate(stored.deadline)
             self._put(partition, db, index_key(saga_id, d), deadline_event_fields(saga_id, d))
             return 1
-        finished = _finished_at(value)
+        finished = _finished_at(stored)
         if finished is not None:
             self._put(partition, db, retention_key(key.decode(), finished + self.retention_s), b"")
             return 1
@@ -222,9 +232,9 @@ class DeadlineIndex:
                     first_kept = first_kept or key
                     break
                 saga_id = key[12:].decode()
-                state = states.get(saga_id.encode())
-                finished = _finished_at(state)
-                if finished is None:  # live again, or gone
+                stored = _read(states.get(saga_id.encode()))
+                finished = _finished_at(stored)
+                if finished is None:  # live again, gone, or no longer for retention
                     del db[key]
                     continue
                 expires = finished + self.retention_s
@@ -234,8 +244,8 @@ class DeadlineIndex:
                     db[moved[-1]] = b""
                     continue
                 first_kept = first_kept or key
-                stored = json.loads(state)
-                found.append((p, saga_id, int(stored["version"]), stored.get("partner_id")))
+                assert stored is not None
+                found.append((p, saga_id, stored.version, stored.partner_id))
             # Everything before the first entry kept was removed or moved (no await in here:
             # nothing else wrote meanwhile).
             self._expiry_from[p] = min([first_kept or last, *moved])

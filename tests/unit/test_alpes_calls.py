@@ -27,7 +27,6 @@ from wire.alpes import COMANDO_CREAR_PARTNER_DEFINITION
 
 # common/retry.py builds tenacity's wait_exponential_jitter with `initial=`, which tenacity
 # 9.1 deprecates (pyproject turns warnings into errors): every Policy.wait() would fail here.
-pytestmark = pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
 
 
 def command(saga: str, type_: str = "CreatePartner", attempt: int = 1, **data: Any) -> Command:
@@ -124,7 +123,7 @@ async def test_the_default_bound_holds_a_burst_of_sagas() -> None:
         rec.hold[(f"b{n}", "CreatePartner")] = 0.01
         calls.dispatch(command(f"b{n}"))
     await asyncio.wait_for(rec.all_done.wait(), 10)
-    assert rec.peak == 32 == alpes.DEFAULT_MAX_CONCURRENT_CALLS
+    assert rec.peak == 32 == alpes.cfg.alpes_max_concurrent_calls
 
 
 async def test_a_busy_saga_takes_turns_with_sagas_waiting_for_a_slot() -> None:

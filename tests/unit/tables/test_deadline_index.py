@@ -107,8 +107,8 @@ def test_finished_sagas_expire_after_the_retention_and_only_while_unchanged(tmp_
     # a replayed record finishes "replayed" long ago.
     stores[0][b"old"] = _finished("old", NOW - 30, version=8)
     stores[0][b"recent"] = _state("recent", _deadline(NOW + 30))
-    index.on_changelog([(0, b"replayed", _finished("replayed", NOW - 500, status="compensation_failed"))])
-    stores[0][b"replayed"] = _finished("replayed", NOW - 500, version=4, status="compensation_failed")
+    index.on_changelog([(0, b"replayed", _finished("replayed", NOW - 500, status="compensated"))])
+    stores[0][b"replayed"] = _finished("replayed", NOW - 500, version=4, status="compensated")
     assert index.expired([0], NOW, limit=10) == [(0, "replayed", 4, None)]
     # In expiry order, at most `limit`.
     assert index.expired([0], NOW + 31, limit=10) == [(0, "replayed", 4, None), (0, "old", 8, None)]
@@ -116,6 +116,36 @@ def test_finished_sagas_expire_after_the_retention_and_only_while_unchanged(tmp_
     index.forget(0, "old", NOW - 30)
     del stores[0][b"replayed"]  # left the table
     assert index.expired([0], NOW + 1000, limit=10) == []
+    index.close()
+
+
+def test_a_saga_waiting_for_an_operator_or_a_tombstone_never_expires(tmp_path: Path) -> None:
+    """compensation_failed needs a person: retention never removes it (issue #20, defect 1).
+    A tombstone is what retention leaves; it stays."""
+    stores = {0: Rdict(str(tmp_path / "states"), Options(raw_mode=True))}
+    stores[0][b"stuck"] = _finished("stuck", NOW - 500, version=4, status="compensation_failed")
+    stores[0][b"buried"] = (b'{"tombstone":true,"saga_id":"buried","version":5,"status":"completed",'
+                            b'"updated_at":1.0,"ended_at":1.0}')
+    index = DeadlineIndex(tmp_path / "index", lambda p: stores[p], retention_s=1)
+    index.on_changelog([(0, b"stuck", stores[0][b"stuck"])])
+    index.finished(0, "stuck", NOW - 500)  # as an older version wrote it
+    index.finished(0, "buried", 1.0)
+    assert index.expired([0], NOW + 10_000, limit=10) == []
+    index.close()
+
+
+def test_stored_states_are_read_by_field_name_not_position(tmp_path: Path) -> None:
+    """A state whose fields come in another order (a field added before `status`, commands
+    first) is read right (issue #20, defect 7: the index used to take the first "status" and
+    "updated_at" in the bytes)."""
+    stores = {0: Rdict(str(tmp_path / "states"), Options(raw_mode=True))}
+    stores[0][b"live"] = (b'{"applied":[{"commands":[{"data":{"status":"completed"}}]}],"updated_at_hint":5,'
+                          b'"saga_id":"live","status":"compensating","version":2,"deadline":null,'
+                          b'"updated_at":1.0}')
+    stores[0][b"done"] = (b'{"note":{"status":"compensating","updated_at":99999999999.0},"saga_id":"done",'
+                          b'"version":6,"deadline":null,"updated_at":%r,"status":"completed"}' % (NOW - 500))
+    index = DeadlineIndex(tmp_path / "index", lambda p: stores[p], retention_s=60)
+    assert index.expired([0], NOW, limit=10) == [(0, "done", 6, None)]
     index.close()
 
 
