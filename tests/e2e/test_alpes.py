@@ -80,9 +80,11 @@ async def final(worker: Worker, saga_id: str, within_s: float = 60.0) -> dict[st
     raise AssertionError(f"saga {saga_id} did not end within {within_s}s: {body}")
 
 
-async def test_sagas_started_over_http_complete(spawn, alpes, topics, names) -> None:  # type: ignore[no-untyped-def]
+async def test_sagas_started_over_http_complete(  # type: ignore[no-untyped-def]
+        spawn, alpes, topics, names, pulsar_client) -> None:
     worker = spawn(env=alpes_env(alpes, topics))
     await worker.wait_ready(timeout=60)
+    dead = await Tap(pulsar_client, names.dead_letters).start()
     addresses = [email(None, f"http{n}-{names.tag}") for n in range(5)]
     sagas = {a: await start(worker, a) for a in addresses}
     for address, saga_id in sagas.items():
@@ -93,6 +95,17 @@ async def test_sagas_started_over_http_complete(spawn, alpes, topics, names) -> 
         assert partner is not None and body["partner_id"] == partner["id"]
         assert partner["estado"] == "ACTIVO"
     assert alpes.counts["posts"] == 5 and len(alpes.partners) == 5
+    # integraciones announces each partner it created over HTTP (PartnerCreado) as well: the
+    # saga records it as expected (issue #20, defect 10: it used to be dead-lettered, 5 here).
+    for _ in range(100):
+        _, metrics = await worker.get("/metrics")
+        if 'saga_expected_duplicates_total{type="PartnerCreated"} 5' in metrics:
+            break
+        await asyncio.sleep(0.3)
+    else:
+        raise AssertionError("the 5 PartnerCreado announcements were not recorded as expected")
+    await dead.stop()
+    assert dead.messages == [], [m.properties.get("reason") for m in dead.messages]
 
 
 async def test_a_partner_created_by_itself_gets_a_saga_that_completes(  # type: ignore[no-untyped-def]
@@ -124,6 +137,8 @@ async def test_a_rejected_contract_deletes_the_partner_and_compensates(  # type:
     assert "ContractRejected" in body["reason"]
     assert alpes.by_email(address)["estado"] == "ELIMINADO"
     assert alpes.counts["deletes"] >= 1
+    # gestion-de-alianzas cannot cancel a contract: the saga says it left it (issue #20, 11).
+    assert len(body["left_behind"]) == 1 and "contract" in body["left_behind"][0], body["left_behind"]
 
 
 async def test_a_silent_alianzas_times_out_and_deletes_the_partner(  # type: ignore[no-untyped-def]
