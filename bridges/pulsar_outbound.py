@@ -1,15 +1,35 @@
 """Out to Pulsar: commands and lifecycle notices, and dead letters.
 
-The saga agent hands each event's commands to `OUTBOUND` and goes on with the next event;
-one sender task sends what was handed over in batches (see `Outbound`), and the event is
-acknowledged to Faust (so that its offset may be committed) only once Pulsar acknowledged
-all of them. A send that fails for a passing reason (a timeout, a lost connection, a broker
-not ready) is retried, with backoff, until it succeeds; at most BRIDGE_MAX_IN_FLIGHT events
-wait for Pulsar, after which the saga agent waits too. A send that fails for good (the topic
-deleted or terminated, the client not authorized: `pulsar_client.PERMANENT`) would hold its
-event, and with it every later acknowledgement of the partition, forever: the command is
-dead-lettered instead, with the reason, counted in /metrics, and its topic reported failing
-in /ready until a send to it succeeds again.
+The saga agent hands each event's commands to `OUTBOUND` and goes on with the next event; a
+sender task sends what was handed over in rounds (see `Outbound`), and the event is
+acknowledged to Faust (so that its offset may be committed) only once every one of its
+commands is in Pulsar or dead-lettered (acknowledged by Kafka). Unacknowledged, an event
+holds every later event of its partition (agents/acks.py), so each way a round can fail
+ends in one of these: the events acknowledged, or the worker stopped.
+
+- A send that fails for a passing reason (a timeout, a lost connection, a broker not ready)
+  is retried under the `pulsar-send` policy (common/retry.py) until it succeeds; at most
+  BRIDGE_MAX_IN_FLIGHT events wait for Pulsar, after which the saga agent waits too.
+- A send that fails for good (the topic deleted or terminated, the client not authorized:
+  `pulsar_client.PERMANENT`) would hold its event forever: the command is dead-lettered
+  instead, with the reason, counted in /metrics, and its topic reported failing in /ready
+  until a send to it succeeds again.
+- Anything else that fails in a round (dead-lettering to Kafka, acknowledging, a bug) is
+  counted (`outbound_round_failures_total`) and the step that failed is tried again under
+  the `outbound-round` policy. Past the policy's budget the worker reports not ready (/ready:
+  `failing_topics` names `outbound-round` and the error); past the budget once more it
+  crashes (`RoundFailed`, `app.crash`), giving its partitions up: their next owner replays
+  the unacknowledged events, and a saga re-sends their commands under the same ids.
+
+A saga's commands reach Pulsar in the order the saga handed them over, however long Pulsar
+fails: an undo must not overtake the step it undoes (a CancelAlliance sent while its
+CreateAlliance is still being retried, after a step timeout). A message goes into a send
+only when every earlier message of its saga (its key) is in Pulsar, dead-lettered, or in
+the same batch to another topic; a later round holds the others back while it sends other
+sagas' messages at once. As no batch carries two messages of a saga to one topic, the order
+on each topic holds even when Pulsar fails an earlier message of a batch and takes a later
+one; across topics (a notice and a command of one event) the messages start in order.
+
 Dead letters go through a Kafka topic first (any agent or bridge may write one) and are
 forwarded in batches, acknowledged the same way; forwarding them is retried whatever the
 error (they are safe in Kafka meanwhile), and a dead-letter topic failing for good is
@@ -21,7 +41,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import cast
+from dataclasses import dataclass, replace
+from typing import Protocol, cast
 
 import faust
 from faust.types import StreamT
@@ -30,14 +51,15 @@ from agents.dead_letters import dead_letter
 from bridges.alpes import ALPES
 from bridges.pulsar_client import Outgoing, is_permanent, result_name
 from bridges.pulsar_inbound import LINK
+from common.retry import POLICIES, Policy, Waits, policy
 from domain.messages import Command, Destination
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
 from streams.partner_saga import dead_letters
 from wire.cloudevents import encode_command
 
-__all__ = ["FAILING_TOPICS", "OUTBOUND", "OUTBOUND_TOPICS", "Outbound", "forward_dead_letters",
-           "send_outbound"]
+__all__ = ["FAILING_TOPICS", "OUTBOUND", "OUTBOUND_TOPICS", "ROUND_FAILING", "Outbound", "RoundFailed",
+           "forward_dead_letters", "send_outbound"]
 
 log = logging.getLogger(__name__)
 
@@ -58,95 +80,154 @@ BATCH = 500
 WITHIN_S = 0.005
 
 
-#: Topic -> why its last send failed for good; it leaves when a send to it succeeds.
+#: Topic -> why its last send failed for good; it leaves when a send to it succeeds. While a
+#: round fails past its budget, ROUND_FAILING -> the error is here too (/ready reads this).
 FAILING_TOPICS: dict[str, str] = {}
+ROUND_FAILING = "outbound-round"
+
+#: A round's failures are retried under this policy (common/retry.py's `outbound-round`, when
+#: its table lists one: RETRY_OUTBOUND_ROUND then sets it; else `pulsar-send`'s waits with a
+#: 30 s budget). Past the budget the worker is not ready; past it twice, the worker crashes.
+ROUND_POLICY = POLICIES.get(ROUND_FAILING) or replace(policy("pulsar-send"), name=ROUND_FAILING,
+                                                      budget_s=30.0)
 
 
-async def _send_all(items: list[Outgoing], *, give_up: bool) -> list[tuple[int, str]]:
-    """Send (topic, payload, properties, key) items; retry the failed ones until all are
-    acked, but for those failing for good when `give_up`: return their indexes in `items`,
-    each with the reason. Never raises (but for cancellation): Faust acks a take() batch
-    even when its body fails."""
-    delay = 0.2
-    given_up: list[tuple[int, str]] = []
-    pending = list(range(len(items)))
-    while pending:
-        errors = await LINK.send_batch([items[i] for i in pending])
-        failed = []
-        for i, err in zip(pending, errors, strict=True):
-            topic = items[i][0]
-            if err is None:
-                if FAILING_TOPICS:
-                    FAILING_TOPICS.pop(topic, None)
+class RoundFailed(RuntimeError):
+    """A round could not finish within twice its budget: the worker stops (see the module
+    docstring)."""
+
+
+class Link(Protocol):
+    """What the bridge needs of Pulsar (`bridges.pulsar_client.PulsarLink`)."""
+
+    async def send_batch(self, items: Sequence[Outgoing]) -> list[Exception | None]: ...
+
+    def drop_producer_if_closed(self, topic: str, error: BaseException) -> None: ...
+
+
+#: agents.dead_letters.dead_letter: queues a dead letter, returns Kafka's acknowledgement.
+DeadLetter = Callable[..., Awaitable[Awaitable[object]]]
+
+
+def _sort_out(link: Link, items: Sequence[Outgoing], errors: Sequence[BaseException | None], *,
+              give_up: bool) -> tuple[list[int], list[tuple[int, BaseException]]]:
+    """After one send of `items`: the indexes to send again, and (when `give_up`) those Pulsar
+    refuses for good, each with its error. Keeps FAILING_TOPICS and the failure count."""
+    retry: list[int] = []
+    refused: list[tuple[int, BaseException]] = []
+    for i, ((topic, *_), err) in enumerate(zip(items, errors, strict=True)):
+        if err is None:
+            if FAILING_TOPICS:
+                FAILING_TOPICS.pop(topic, None)
+            continue
+        if is_permanent(err):
+            FAILING_TOPICS[topic] = result_name(err)
+            if give_up:
+                refused.append((i, err))
                 continue
-            if is_permanent(err):
-                reason = f"Pulsar refuses to take it on {topic}: {result_name(err)} ({err})"
-                FAILING_TOPICS[topic] = result_name(err)
-                if give_up:
-                    given_up.append((i, reason))
-                    continue
-            LINK.drop_producer_if_closed(topic, err)
-            failed.append(i)
-        if failed:
-            first = next(err for err in errors if err is not None)
-            log.error("Pulsar send failed for %d of %d messages (%r); retrying in %.1fs",
-                      len(failed), len(pending), first, delay)
-            METRICS.inc("pulsar_send_failures_total", len(failed))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        pending = failed
-    return given_up
+        link.drop_producer_if_closed(topic, err)
+        retry.append(i)
+    if retry:
+        log.error("Pulsar send failed for %d of %d messages (%r); retrying",
+                  len(retry), len(items), errors[retry[0]])
+        METRICS.inc("pulsar_send_failures_total", len(retry))
+    return retry, refused
 
 
-async def _dead_letter_refused(items: list[Outgoing], commands: list[Command],
-                               refused: list[tuple[int, str]]) -> None:
-    """Commands Pulsar refuses for good go to the dead-letter topic (through Kafka, whose
-    acknowledgement is awaited: the events they came from are acknowledged next)."""
-    acks = []
-    for i, reason in refused:
-        topic, payload, _, key = items[i]
-        cmd = commands[i]
-        log.error("command %s %s of saga %s dead-lettered: %s", cmd.type, cmd.command_id, cmd.saga_id, reason)
-        METRICS.inc("commands_dead_lettered_total", type=cmd.type, reason=FAILING_TOPICS.get(topic, "error"))
-        acks.append(await dead_letter(payload, reason, origin=topic, key=key.encode() if key else None,
-                                      message_id=cmd.command_id))
-    await asyncio.gather(*acks)
+async def _send_all(link: Link, items: list[Outgoing]) -> None:
+    """Send every item, retrying the failed ones whatever the error (`pulsar-send` policy)
+    until Pulsar acknowledged all. Never raises (but for cancellation): Faust acks a take()
+    batch even when its body fails."""
+    waits: Waits | None = None
+    pending = items
+    while pending:
+        try:
+            errors: Sequence[BaseException | None] = await link.send_batch(pending)
+        except Exception as exc:  # not sent: retried like a failed send
+            errors = [exc] * len(pending)
+        retry, _ = _sort_out(link, pending, errors, give_up=False)
+        pending = [pending[i] for i in retry]
+        if pending:
+            waits = waits or policy("pulsar-send").waits()
+            await waits.sleep()
 
 
 @app.task
 async def open_producers() -> None:
     """Create every outbound producer at start-up: creating one (a topic lookup, maybe the
-    topic itself) can take seconds, which must not fall on the first compensation."""
+    topic itself) can take seconds, which must not fall on the first compensation. Retried
+    under the `pulsar-producer` policy until they open (/ready lists the missing ones)."""
     topics = sorted(OUTBOUND_TOPICS)
-    delay = 0.5
+    waits = policy("pulsar-producer").waits()
     while missing := [t for t in topics if t not in LINK.ready_topics]:
         results = await asyncio.gather(*(LINK.producer(t) for t in missing), return_exceptions=True)
         failed = [r for r in results if isinstance(r, Exception)]
         if failed:
+            delay = waits.next_delay()
             log.warning("opening Pulsar producers: %r; retrying in %.1fs", failed[0], delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
     log.info("bridge: producers open for %s", ", ".join(topics))
 
 
+class _Item:
+    """One message of a round and where it stands."""
+
+    __slots__ = ("command", "message", "refused", "saga", "settled", "topic")
+
+    def __init__(self, message: Outgoing, command: Command) -> None:
+        self.message = message
+        self.command = command
+        self.topic: str = message[0]
+        self.saga: str | None = message[3]  # the key
+        self.refused: BaseException | None = None  # Pulsar refuses it for good: to be dead-lettered
+        self.settled = False  # in Pulsar, or dead-lettered
+
+
+@dataclass(eq=False, slots=True)
+class _Event:
+    """One saga event's messages and its acknowledgement."""
+
+    items: list[_Item]
+    ack: Callable[[], Awaitable[object]]
+    acked: bool = False
+
+
 class Outbound:
-    """Commands on their way to Pulsar, acknowledging each saga event once Pulsar acknowledged
-    all of the event's commands.
+    """Commands on their way to Pulsar, acknowledging each saga event once all of the event's
+    commands are in Pulsar or dead-lettered.
 
-    The agent hands over each event's commands and goes on; one sender task takes everything
-    handed over since its last round and sends it as one batch (`PulsarLink.send_batch`: one
-    loop wake-up per batch, not per message). Under load the batches grow by themselves; idle,
-    a round is one event. Rounds overlap, each acknowledging its events in hand-over order
-    (agents/acks.py keeps the partition order across rounds)."""
+    The agent hands over each event's commands and goes on; the sender task takes everything
+    handed over since its last round and starts a round with it (a task of its own, so that a
+    round retrying a send does not hold the next ones). A round sends its messages as one
+    batch (`send_batch`: one loop wake-up per batch, not per message); under load the batches
+    grow by themselves, idle a round is one event. Only when a send fails, or a message waits
+    for an earlier one of its saga, does a round send more batches. Each event is acknowledged
+    as soon as its messages are settled; agents/acks.py keeps the partition order across
+    events and rounds.
 
-    def __init__(self, max_in_flight: int) -> None:
+    The link to Pulsar, the dead-letter writer, the crash and the policies are the worker's
+    own unless given (tests give fakes)."""
+
+    def __init__(self, max_in_flight: int, *, link: Link = LINK, dead_letter: DeadLetter = dead_letter,
+                 crash: Callable[[BaseException], Awaitable[object]] = app.crash,
+                 send_policy: Policy | None = None, round_policy: Policy | None = None) -> None:
         self._max = max_in_flight
+        self._link = link
+        self._dead_letter = dead_letter
+        self._crash = crash
+        self._send_policy = send_policy or policy("pulsar-send")
+        self._round_policy = round_policy or ROUND_POLICY
         self._queue: list[tuple[list[Outgoing], Sequence[Command], Callable[[], Awaitable[object]]]] = []
         self._handed = asyncio.Event()  # the queue has something
         self._room = asyncio.Event()  # fewer than max_in_flight events wait for Pulsar
         self._room.set()
-        self._waiting = 0  # events handed over whose commands Pulsar has not acknowledged
+        self._waiting = 0  # events handed over and not acknowledged yet
         self._rounds: set[asyncio.Task[None]] = set()
+        self._rounds_started = 0
+        # Saga -> its messages not settled yet, in hand-over order (across rounds).
+        self._unsettled: dict[str, list[_Item]] = {}
+        self._settled = asyncio.Event()  # set, and replaced, whenever messages settle
+        self._stuck: dict[int, str] = {}  # round -> its error, while it fails past its budget
 
     @staticmethod
     def encode(commands: Sequence[Command]) -> list[Outgoing]:
@@ -158,9 +239,9 @@ class Outbound:
     async def send(self, commands: Sequence[Command], items: list[Outgoing],
                    ack: Callable[[], Awaitable[object]]) -> None:
         """Hand over `commands`, as `items` (their messages, from `encode`); `ack` runs once
-        Pulsar has them all. Returns at once, or, with BRIDGE_MAX_IN_FLIGHT events already
-        waiting for Pulsar, once there is room. Commands leave in hand-over order, unless a
-        send fails: its retry, after a backoff, may leave after later commands."""
+        each is in Pulsar or dead-lettered. Returns at once, or, with BRIDGE_MAX_IN_FLIGHT
+        events already waiting, once there is room. A saga's messages reach Pulsar in the
+        order they are handed over (see the module docstring)."""
         while self._waiting >= self._max:
             self._room.clear()
             await self._room.wait()
@@ -169,6 +250,8 @@ class Outbound:
                 if ALPES.handles(c):
                     ALPES.dispatch(c)
             commands = [c for c in commands if not ALPES.handles(c)]
+        if len(items) != len(commands):
+            raise ValueError(f"{len(items)} messages for {len(commands)} commands: not from encode()")
         self._queue.append((items, commands, ack))
         self._waiting += 1
         self._handed.set()
@@ -180,29 +263,181 @@ class Outbound:
             self._handed.clear()
             batch, self._queue = self._queue, []
             METRICS.set("outbound_events_waiting", self._waiting)
-            task = asyncio.create_task(self._round(batch))
+            events = [self._track(items, commands, ack) for items, commands, ack in batch]
+            self._rounds_started += 1
+            task = asyncio.create_task(self._round(self._rounds_started, events))
             self._rounds.add(task)
             task.add_done_callback(self._rounds.discard)
 
-    async def _round(self, batch: list[tuple[list[Outgoing], Sequence[Command],
-                                             Callable[[], Awaitable[object]]]]) -> None:
+    def _track(self, items: list[Outgoing], commands: Sequence[Command],
+               ack: Callable[[], Awaitable[object]]) -> _Event:
+        """An event's messages, queued behind the unsettled ones of their sagas."""
+        event = _Event([_Item(m, c) for m, c in zip(items, commands, strict=True)], ack)
+        for item in event.items:
+            if item.saga is not None:
+                queue = self._unsettled.get(item.saga)
+                if queue is None:
+                    self._unsettled[item.saga] = [item]
+                else:
+                    queue.append(item)
+        return event
+
+    async def _round(self, number: int, events: list[_Event]) -> None:
+        """Send, dead-letter what Pulsar refuses, acknowledge each event once its messages are
+        settled; until every event is acknowledged or the worker is crashed."""
+        items = [item for event in events for item in event.items]
+        pending = items  # to send
+        sends: Waits | None = None  # since the round's first failed send
+        trouble: Waits | None = None  # since the round's first failure in a row
         try:
-            items = [item for items, _, _ in batch for item in items]
-            refused = await _send_all(items, give_up=True)
-            if refused:
-                await _dead_letter_refused(items, [c for _, commands, _ in batch for c in commands], refused)
-            skip = {i for i, _ in refused}
-            n = 0
-            for _, commands, ack in batch:
-                for c in commands:
-                    if n not in skip:
-                        METRICS.inc("commands_sent_total", type=c.type)
-                    n += 1
-                await ack()
-        finally:  # cancelled (the worker stops): its events are replayed by the next owner
-            self._waiting -= len(batch)
+            while True:
+                settled = self._settled
+                ready: list[_Item] = []
+                resend = False
+                try:
+                    ready = self._ready(pending)
+                    if ready:
+                        resend = await self._send_batch(ready)
+                        pending = [i for i in pending if not i.settled and i.refused is None]
+                    refused = [i for i in items if i.refused is not None and not i.settled]
+                    if refused:
+                        await self._dead_letter_refused(refused)
+                    await self._acknowledge(events)
+                except Exception as exc:
+                    trouble = trouble or self._round_policy.waits()
+                    if not await self._failed(number, exc, trouble):
+                        return
+                    continue
+                if trouble is not None:
+                    trouble = None
+                    self._unstuck(number)
+                if all(e.acked for e in events):
+                    return
+                if resend:
+                    sends = sends or self._send_policy.waits()
+                    await sends.sleep()
+                elif not ready:  # held back behind earlier messages of their sagas
+                    await settled.wait()
+        finally:  # done, crashed or cancelled (the worker stops): the next owner replays the rest
+            self._waiting -= sum(not e.acked for e in events)
             self._room.set()
             METRICS.set("outbound_events_waiting", self._waiting)
+
+    def _ready(self, pending: list[_Item]) -> list[_Item]:
+        """The messages of `pending` (in hand-over order) that may go in the next batch: those
+        whose saga's earlier unsettled messages all go in it too, each to another topic."""
+        ready: list[_Item] = []
+        topics: dict[str, set[str]] = {}  # saga -> its topics in this batch
+        held: set[str] = set()
+        unsettled = self._unsettled
+        for item in pending:
+            saga = item.saga
+            if saga is None:
+                ready.append(item)
+            elif saga not in held:
+                taken = topics.get(saga)
+                if taken is None:
+                    if unsettled[saga][0] is item:
+                        topics[saga] = {item.topic}
+                        ready.append(item)
+                    else:
+                        held.add(saga)
+                elif unsettled[saga][len(taken)] is item and item.topic not in taken:
+                    taken.add(item.topic)
+                    ready.append(item)
+                else:
+                    held.add(saga)
+        return ready
+
+    async def _send_batch(self, ready: list[_Item]) -> bool:
+        """One send; settles what Pulsar took, marks what it refuses for good. Returns whether
+        some are to be sent again."""
+        messages = [i.message for i in ready]
+        errors = await self._link.send_batch(messages)
+        retry, refused = _sort_out(self._link, messages, errors, give_up=True)
+        for n, refusal in refused:
+            ready[n].refused = refusal
+        for item, error in zip(ready, errors, strict=True):
+            if error is None:
+                METRICS.inc("commands_sent_total", type=item.command.type)
+                self._settle(item)
+        self._wake_held()
+        return bool(retry)
+
+    async def _dead_letter_refused(self, refused: list[_Item]) -> None:
+        """Commands Pulsar refuses for good go to the dead-letter topic (through Kafka, whose
+        acknowledgement is awaited before they count as settled). Raises the first failure,
+        after settling those that went through."""
+        async def one(item: _Item) -> None:
+            topic, payload, _, key = item.message
+            cmd, err = item.command, cast(BaseException, item.refused)
+            reason = f"Pulsar refuses to take it on {topic}: {result_name(err)} ({err})"
+            await (await self._dead_letter(payload, reason, origin=topic, key=key.encode() if key else None,
+                                           message_id=cmd.command_id))
+            log.error("command %s %s of saga %s dead-lettered: %s", cmd.type, cmd.command_id, cmd.saga_id,
+                      reason)
+            METRICS.inc("commands_dead_lettered_total", type=cmd.type, reason=result_name(err))
+            self._settle(item)
+
+        results = await asyncio.gather(*(one(i) for i in refused), return_exceptions=True)
+        self._wake_held()
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    async def _acknowledge(self, events: list[_Event]) -> None:
+        for event in events:
+            if not event.acked and all(i.settled for i in event.items):
+                await event.ack()
+                event.acked = True
+                self._waiting -= 1
+                self._room.set()
+
+    def _settle(self, item: _Item) -> None:
+        item.settled = True
+        if item.saga is not None:
+            queue = self._unsettled[item.saga]
+            queue.remove(item)
+            if not queue:
+                del self._unsettled[item.saga]
+
+    def _wake_held(self) -> None:
+        """Messages settled: rounds holding messages back look again."""
+        self._settled.set()
+        self._settled = asyncio.Event()
+
+    async def _failed(self, number: int, exc: Exception, trouble: Waits) -> bool:
+        """A step of round `number` raised: count it, and wait to try again. Past the budget
+        the worker is not ready; past it twice the worker is crashed and this returns False:
+        the round must end, its events unacknowledged."""
+        METRICS.inc("outbound_round_failures_total")
+        what = f"{type(exc).__name__}: {exc}"[:300]
+        budget = trouble.policy.budget_s
+        if trouble.exhausted and number not in self._stuck:
+            self._stuck[number] = f"failing for {trouble.elapsed:.0f}s: {what}"
+            FAILING_TOPICS[ROUND_FAILING] = self._stuck[number]
+            log.error("outbound round failing past its %.0fs budget, worker not ready: %s", budget, what,
+                      exc_info=exc)
+        if trouble.elapsed >= 2 * budget:
+            crash = RoundFailed(f"an outbound round has failed for {trouble.elapsed:.0f}s, "
+                                f"its events unacknowledged: {what}")
+            crash.__cause__ = exc
+            log.critical("%s; stopping the worker: its partitions' next owner replays them", crash)
+            await self._crash(crash)
+            return False
+        if number not in self._stuck:
+            log.warning("outbound round failed (%s); retrying", what,
+                        exc_info=exc if trouble.attempt == 0 else None)
+        await trouble.sleep()
+        return True
+
+    def _unstuck(self, number: int) -> None:
+        if self._stuck.pop(number, None) is None:
+            return
+        if self._stuck:
+            FAILING_TOPICS[ROUND_FAILING] = next(iter(self._stuck.values()))
+        else:
+            FAILING_TOPICS.pop(ROUND_FAILING, None)
 
 
 OUTBOUND = Outbound(cfg.bridge_max_in_flight)
@@ -223,6 +458,4 @@ async def forward_dead_letters(stream: StreamT[bytes]) -> None:
             headers = {k: (v.decode(errors="replace") if isinstance(v, bytes) else str(v))
                        for k, v in (ev.headers or {}).items()}
             items.append((topic, ev.value, headers, None))
-        await _send_all(items, give_up=False)
-
-
+        await _send_all(LINK, items)
