@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol, cast
 
 import faust
@@ -51,7 +51,7 @@ from agents.dead_letters import dead_letter
 from bridges.alpes import ALPES
 from bridges.pulsar_client import Outgoing, is_permanent, result_name
 from bridges.pulsar_inbound import LINK
-from common.retry import POLICIES, Policy, Waits, policy
+from common.retry import Policy, Waits, policy
 from domain.messages import Command, Destination
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
@@ -85,11 +85,9 @@ WITHIN_S = 0.005
 FAILING_TOPICS: dict[str, str] = {}
 ROUND_FAILING = "outbound-round"
 
-#: A round's failures are retried under this policy (common/retry.py's `outbound-round`, when
-#: its table lists one: RETRY_OUTBOUND_ROUND then sets it; else `pulsar-send`'s waits with a
-#: 30 s budget). Past the budget the worker is not ready; past it twice, the worker crashes.
-ROUND_POLICY = POLICIES.get(ROUND_FAILING) or replace(policy("pulsar-send"), name=ROUND_FAILING,
-                                                      budget_s=30.0)
+#: A round's failures are retried under common/retry.py's `outbound-round` policy
+#: (RETRY_OUTBOUND_ROUND). Past its budget the worker is not ready; past it twice, it crashes.
+ROUND_POLICY = policy(ROUND_FAILING)
 
 
 class RoundFailed(RuntimeError):
@@ -248,7 +246,7 @@ class Outbound:
         if len(items) < len(commands):  # some are calls to a participant's API, not messages
             for c in commands:
                 if ALPES.handles(c):
-                    ALPES.dispatch(c)
+                    await ALPES.dispatch(c)  # waits while the Alpes bridge has a backlog
             commands = [c for c in commands if not ALPES.handles(c)]
         if len(items) != len(commands):
             raise ValueError(f"{len(items)} messages for {len(commands)} commands: not from encode()")

@@ -125,6 +125,9 @@ _DEFAULTS = (
     # Pulsar sends of commands and dead letters: until they go through (/ready and the
     # metrics say meanwhile that they do not).
     Policy("pulsar-send", 0.2, 5.0),
+    # A send round of the outbound bridge that failed (dead-lettering or acknowledging):
+    # past the budget the worker is not ready, past it twice it stops (bridges/pulsar_outbound.py).
+    Policy("outbound-round", 0.2, 5.0, budget_s=30.0),
     # Opening Pulsar producers at start-up.
     Policy("pulsar-producer", 0.5, 10.0),
     # A bridge pump that failed (Pulsar or Kafka unreachable a while) is started again.

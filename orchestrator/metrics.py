@@ -41,6 +41,8 @@ HELP = {
     "partners_parked_total": "Partners parked at the partner index while being looked up.",
     "events_parked_total": "Events parked with their partner while it was looked up.",
     "pulsar_send_failures_total": "Pulsar sends that failed and were retried.",
+    "outbound_round_failures_total": "Outbound send rounds that failed (dead-lettering, acknowledging, an "
+                                     "error) and were retried; past their budget the worker is not ready.",
     "bridge_restarts_total": "Restarts of an inbound bridge after a failure.",
     "sagas_expired_total": "Finished sagas removed from the live tables by retention (a tombstone kept).",
     "events_at_tombstone_total": "Events that reached a retained saga, by type and verdict (pass_on to the "

@@ -26,7 +26,6 @@ from orchestrator.metrics import METRICS
 
 # common/retry.py passes tenacity's `initial`, deprecated in the tenacity of the lock (a
 # DeprecationWarning, which pytest's settings turn into an error).
-pytestmark = pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
 
 #: Short waits, so that a test takes a fraction of a second.
 FAST_SEND = Policy("pulsar-send", 0.01, 0.02)
