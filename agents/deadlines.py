@@ -56,7 +56,7 @@ async def fire_due(now: float) -> int:
             event_id=ids.deadline_event_id(f["saga_id"], f["step"], f["phase"], f["kind"],
                                            f["attempt"], f["due_at"]),
             saga_id=f["saga_id"], step=f["step"], phase=f["phase"], kind=f["kind"],
-            attempt=f["attempt"],
+            attempt=f["attempt"], due_at=f["due_at"],
         )
         envelope = SagaEnvelope(event=ev, received_at=f["due_at"])
         await saga_events.send(key=f["saga_id"].encode(), value=envelope.model_dump_json().encode())

@@ -166,6 +166,10 @@ class DeadlineReached(_Event):
     phase: Literal["forward", "compensation"]
     kind: Literal["reply", "retry"]
     attempt: int
+    # The deadline's due time: with it, a deadline of an earlier round (an operator retry
+    # starts the undo's attempts again at 1) cannot pass for the current one. None: an event
+    # written by an earlier version, judged by step, phase, kind and attempt alone.
+    due_at: float | None = None
 
 
 class RetryRequested(_Event):

@@ -112,15 +112,17 @@ class _Change:
                           "needs_attention": self.s.status == SagaStatus.COMPENSATION_FAILED})
         )
 
+    def left_behind(self) -> tuple[str, ...]:
+        """One line per done step whose participant offers no undo (Step.leaves_behind)."""
+        captured = ", ".join(f"{k} {v}" for k, v in sorted(self.s.captures.items()))
+        ids_ = f" ({captured})" if captured else ""
+        return tuple(f"{name}: {step.leaves_behind}{ids_}" for name in self.s.done_steps
+                     if (step := self.defn.step(name)).undo is None and step.leaves_behind)
+
     def end_after_failure(self, status: str) -> None:
         """Move to a terminal status after giving up: what the saga leaves behind (done steps
         whose participant offers no undo) is listed before the notice goes out."""
-        left = tuple(f"{name}: {step.leaves_behind}"
-                     + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.s.captures.items()))})"
-                        if self.s.captures else "")
-                     for name in self.s.done_steps
-                     if (step := self.defn.step(name)).undo is None and step.leaves_behind)
-        self.set(left_behind=left)
+        self.set(left_behind=self.left_behind())
         self.move(status)
         self.notify("SagaCompensated" if status == SagaStatus.COMPENSATED else "SagaFailed")
 
@@ -331,8 +333,18 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
             return f"{event.type}: step {step.name} was already undone by the compensation"
         if not _started(c.defn, s, step):
             return f"{event.type} for step {step.name}, which this saga has not started"
+        if step.undo is None:
+            if not step.leaves_behind or step.name in s.done_steps:
+                return f"late {event.type}: nothing to undo"
+            # It happened after the saga gave up on it, and nothing can undo it: it is left
+            # behind, listed when the saga ends (or now, if it has).
+            c.set(done_steps=(*s.done_steps, step.name))
+            _capture(c, step, event)
+            if s.terminal:
+                c.set(left_behind=c.left_behind())
+            return None
         # The saga gave up on this step, yet it happened: undo it, once.
-        if step.undo is None or step.name in s.late_undone:
+        if step.name in s.late_undone:
             return f"late {event.type}: already undone"
         if isinstance(event, AllianceCreated):
             c.set(alliance_id=event.alliance_id)
@@ -405,7 +417,8 @@ def _started(defn: SagaDefinition, s: SagaState, step: Step) -> bool:
 
 def _on_deadline(c: _Change, ev: DeadlineReached) -> str | None:
     d = c.s.deadline
-    if d is None or (d.step, d.phase, d.kind, d.attempt) != (ev.step, ev.phase, ev.kind, ev.attempt):
+    if d is None or (d.step, d.phase, d.kind, d.attempt) != (ev.step, ev.phase, ev.kind, ev.attempt) \
+            or (ev.due_at is not None and ev.due_at != d.due_at):
         return "stale deadline: the saga has moved on"
     step = c.defn.step(ev.step)
     if ev.phase == "forward":

@@ -11,9 +11,8 @@ below). A fixed, derandomized budget runs in CI; HYPOTHESIS_PROFILE=long explore
 (a local run: `HYPOTHESIS_PROFILE=long pytest tests/unit/domain/test_state_machine.py`; add
 `--hypothesis-show-statistics` to see which statuses the examples reached).
 
-Two defects the machine found in domain/ are reproduced at the end of the file as strict
-xfails, and the two checks they break are switched off by the flags below (KNOWN DOMAIN
-DEFECT): with a fix, its xfail passes and fails the run, and the flag goes to True.
+Two defects the machine found in domain/ (issue #20) are kept at the end of the file at
+their smallest, as plain tests.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-import pytest
 from hypothesis import HealthCheck, note, settings
 from hypothesis import event as label
 from hypothesis import strategies as st
@@ -80,23 +78,6 @@ TIGHT = {name: RetryPolicy(reply_timeout_s=5.0, max_attempts=2, backoff_s=1.0, b
                       "delete_partner")}
 TIGHT |= {name: RetryPolicy(reply_timeout_s=5.0, max_attempts=1)
           for name in ("await_contract", "await_compliance")}
-# KNOWN DOMAIN DEFECT (issue #20 state machine report, "late success of a step with no undo";
-# reproduced by test_a_contract_made_after_the_saga_gave_up_on_it_is_listed_as_left_behind below,
-# a strict xfail): a success for a step that has no undo and `leaves_behind` (the Alpes flow's
-# ContractCreated) arriving after the saga gave up on that step (its wait timed out, or an
-# operator cancelled) is ignored as "already undone", and the saga ends without listing it in
-# `left_behind`. Until domain/transition.py lists it, the machine checks `left_behind` against
-# the steps the saga itself counted as done only; set this True with the fix.
-LATE_SUCCESS_LEFT_BEHIND_IS_LISTED = False
-# KNOWN DOMAIN DEFECT (issue #20 state machine report, "stale deadline of an earlier operator
-# round"; reproduced by test_a_deadline_of_an_earlier_compensation_round_is_stale below, a
-# strict xfail): `_on_deadline` recognises the saga's deadline by (step, phase, kind, attempt)
-# only, and an operator's RetryRequested restarts the undo at attempt 1, so a DeadlineReached
-# of an earlier round (redelivered once it has left the saga's APPLIED_MEMORY) is taken for the
-# current round's and applied before that deadline is due. Until the domain tells rounds apart,
-# the machine does not require an old deadline with the current one's key to be ignored; set
-# this True with the fix.
-STALE_DEADLINE_OF_AN_EARLIER_ROUND_IS_IGNORED = False
 # What every decided event changes, ignored or not.
 BOOKKEEPING = {"version", "updated_at", "applied", "ignored", "transitions"}
 Says = Literal["do_ok", "do_failed", "undo_ok", "undo_failed"]
@@ -108,11 +89,10 @@ def _key(d: Deadline) -> tuple[str, str, str, int]:
 
 def _deadline(saga_id: str, d: Deadline) -> DeadlineReached:
     """What the deadline timer (agents/deadlines.py) fires for `d`: the event id derived from
-    it, and its due time for a DeadlineReached that carries one (a model without the field
-    ignores it, extra="ignore")."""
+    it, and its due time."""
     eid = ids.deadline_event_id(saga_id, d.step, d.phase, d.kind, d.attempt, d.due_at)
     return DeadlineReached(event_id=eid, saga_id=saga_id, step=d.step, phase=d.phase, kind=d.kind,
-                           attempt=d.attempt, **{"due_at": d.due_at})
+                           attempt=d.attempt, due_at=d.due_at)
 
 
 @dataclass
@@ -368,9 +348,7 @@ class SagaMachine(RuleBasedStateMachine):
         self.now = max(self.now, d.due_at)
         current = None if self.tomb is not None else self.live.deadline
         self.deliver(_deadline(self.run.saga_id, d))
-        same_key = current is not None and _key(d) == _key(current)  # see the flag's comment
-        if self.last is not None and d != current and (STALE_DEADLINE_OF_AN_EARLIER_ROUND_IS_IGNORED
-                                                       or not same_key):
+        if self.last is not None and d != current:
             assert self.last.decision.outcome in ("ignored", "duplicate"), \
                 f"a deadline the saga no longer has fired it anyway: {d} (current {current})"
 
@@ -545,7 +523,7 @@ class SagaMachine(RuleBasedStateMachine):
         if self.status not in (SagaStatus.COMPENSATED, SagaStatus.FAILED, SagaStatus.COMPENSATION_FAILED):
             assert left == () or self.status == SagaStatus.COMPENSATING
             return
-        known = self.run.do_order + (self.run.known_done if LATE_SUCCESS_LEFT_BEHIND_IS_LISTED else [])
+        known = self.run.do_order + self.run.known_done
         stays = [x.name for x in self.d.steps if x.name in known and x.undo is None and x.leaves_behind]
         for name in stays:
             assert any(line.startswith(f"{name}: {self.d.step(name).leaves_behind}") for line in left), \
@@ -575,7 +553,7 @@ TestAlpesPartner = AlpesPartnerMachine.TestCase
 TestAlpesPartner.settings = SETTINGS
 
 
-# --- the defects the machine found, at their smallest (strict xfails: fixed, they fail) -------
+# --- the defects the machine found, at their smallest ------------------------------------------
 def _fold(defn: SagaDefinition, *timed: tuple[float, SagaEvent]) -> list[Decision]:
     """Decide each (now, event) in turn from no saga; every decision, in order."""
     state: SagaState | None = None
@@ -587,13 +565,10 @@ def _fold(defn: SagaDefinition, *timed: tuple[float, SagaEvent]) -> list[Decisio
     return out
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="domain defect: a late success of a step with no undo is not listed as left behind "
-                          "(see LATE_SUCCESS_LEFT_BEHIND_IS_LISTED)")
 def test_a_contract_made_after_the_saga_gave_up_on_it_is_listed_as_left_behind() -> None:
     """Alpes: the wait for the contract runs out, the saga compensates (DeletePartner); then
     alianzas' ContractCreated arrives after all. The contract stays (alianzas offers no
-    cancel), so the compensated saga must list it; it is ignored as "already undone"."""
+    cancel), so the compensated saga must list it (it was ignored as "already undone")."""
     defn, sid = alpes_partner(), "saga-1"
     [*_, waiting] = _fold(defn, (T0, StartSaga(event_id="start", saga_id=sid, correlation_id=CORRELATION_ID,
                                                partner=PARTNER)),
@@ -612,14 +587,11 @@ def test_a_contract_made_after_the_saga_gave_up_on_it_is_listed_as_left_behind()
         (late.outcome, late.reason, end.state.left_behind)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="domain defect: a deadline of an earlier compensation round passes for the current "
-                          "one (see STALE_DEADLINE_OF_AN_EARLIER_ROUND_IS_IGNORED)")
 def test_a_deadline_of_an_earlier_compensation_round_is_stale() -> None:
     """Partner creation: the alliance fails, RevertPartner's first reply deadline fires
     (applied: retry after a backoff), every attempt times out (compensation_failed), more
     than APPLIED_MEMORY events pass, an operator retries. That first firing, redelivered now,
-    is not the saga's deadline (round 1's is due 30 s later), yet it is applied."""
+    is not the saga's deadline (round 1's is due 30 s later): ignored (it was applied)."""
     defn, sid = partner_creation(), "saga-1"
     [*_, d] = _fold(defn, (T0, StartSaga(event_id="start", saga_id=sid, correlation_id=CORRELATION_ID,
                                          partner=PARTNER)),
