@@ -4,8 +4,9 @@ The mirror parses nothing, but sending a batch of states to PostgreSQL and readi
 changelog back took a tenth of the worker's event loop, which is the saga agent's. As a
 child (`python -m snapshots mirror --report`) it runs on another core. The worker starts
 it, restarts it when it exits, and stops it when the worker stops; the child also gets
-SIGTERM if the worker dies without stopping it (Linux's parent-death signal). Its counters
-come back as JSON lines on its stdout and are shown in the worker's /metrics.
+SIGTERM if the worker dies without stopping it (Linux's parent-death signal), and is started
+again with the project's retry policy ("mirror-restart", common/retry.py) when it exits. Its
+counters come back as JSON lines on its stdout and are shown in the worker's /metrics.
 """
 
 from __future__ import annotations
@@ -20,13 +21,20 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from common.retry import policy
 from orchestrator.metrics import Metrics
 
-__all__ = ["MirrorProcess"]
+__all__ = ["MirrorExited", "MirrorProcess"]
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+#: A child that ran this long was healthy: its next exit waits from the start again.
+HEALTHY_AFTER_S = 60.0
+
+
+class MirrorExited(RuntimeError):
+    """The child kept exiting and the restart policy's budget is spent."""
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -46,8 +54,11 @@ class MirrorProcess:
         self._proc: asyncio.subprocess.Process | None = None
 
     async def run(self) -> None:
-        """Keep a child running until cancelled; then stop it."""
-        delay = 1.0
+        """Keep a child running until cancelled; then stop it. A child that exits is started
+        again after the waits of the "mirror-restart" policy (common.retry); one that ran
+        HEALTHY_AFTER_S starts them over. With a budget set for that policy
+        (RETRY_MIRROR_RESTART) and spent, the last exit is raised as MirrorExited."""
+        waits = policy("mirror-restart").waits()
         try:
             while True:
                 started = asyncio.get_running_loop().time()
@@ -56,12 +67,15 @@ class MirrorProcess:
                 except (OSError, ValueError) as exc:  # could not start it; an unreadable line
                     code = repr(exc)
                     await self.stop()
-                if asyncio.get_running_loop().time() - started > 60:
-                    delay = 1.0
-                log.error("snapshot mirror process exited with %s; restarting in %.0fs", code, delay)
+                if asyncio.get_running_loop().time() - started > HEALTHY_AFTER_S:
+                    waits.reset()
+                if waits.exhausted:
+                    raise MirrorExited(f"snapshot mirror process exited with {code}; the "
+                                       "mirror-restart retry budget is spent")
+                delay = waits.next_delay()
+                log.error("snapshot mirror process exited with %s; restarting in %.1fs", code, delay)
                 self.metrics.inc("snapshot_mirror_restarts_total")
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
         finally:
             await self.stop()
 

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
+from common.retry import policy
 from orchestrator.app import app, cfg
 from orchestrator.metrics import METRICS
 from orchestrator.mirror_process import MirrorProcess
@@ -48,16 +49,9 @@ async def mirror_snapshots() -> None:
 
 
 async def _migrate_until_done() -> None:
-    delay = 1.0
-    while True:
-        try:
-            await STORE.migrate()
-            _state["schema_ready"] = True
-            return
-        except StoreUnavailable as exc:
-            log.warning("snapshots: %s; the schema is created when it answers", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    """Create the schema, retried while PostgreSQL does not answer (policy "snapshot-schema")."""
+    await policy("snapshot-schema").call(STORE.migrate, retry_on=(StoreUnavailable,), logger=log)
+    _state["schema_ready"] = True
 
 
 async def _schema_ready() -> bool:
@@ -75,7 +69,7 @@ async def readiness(pulsar_topics: set[str], subscribed: set[str], outbound: set
     for good (topic -> Pulsar's result name)."""
     kafka_ok = _state["joined"] and not app.rebalancing and not app.in_recovery
     try:
-        await asyncio.wait_for(STORE.ping(), timeout=3)
+        await asyncio.wait_for(STORE.ping(), timeout=3)  # a pooled connection, not a new one
         ready = await asyncio.wait_for(_schema_ready(), timeout=3)
         pg: dict[str, Any] = {"ok": ready, "schema_ready": ready}
     except StoreUnavailable as exc:

@@ -10,6 +10,11 @@ DATABASE_URL, SNAPSHOT_SCHEMA):
                                   # changelogs from the snapshots, for a cluster that lost
                                   # them (the deadline index is rebuilt from the sagas); stop
                                   # the workers and delete their DATADIRs first
+
+Retained sagas: rebuild stores a changelog tombstone as the mirror does (the row marked
+retained, no personal data); restore writes a retained or pruned saga back as its tombstone
+(domain.lifecycle.Tombstone), never as a live saga: its snapshot has no personal data left
+to run on, and the tombstone is what the live tables held for it.
 """
 
 from __future__ import annotations
@@ -19,16 +24,18 @@ import json
 import logging
 import sys
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from domain.lifecycle import Tombstone
 from domain.state import SagaState
 from orchestrator.config import ConfigError, Settings, load_settings
 from orchestrator.metrics import METRICS
 from orchestrator.preflight import ensure_topics
 from snapshots.errors import SnapshotError
-from snapshots.mirror import ChangelogMirror, sagas_changelog
+from snapshots.mirror import ChangelogBatch, ChangelogMirror, sagas_changelog
 from snapshots.store import SnapshotStore
 
 
@@ -53,19 +60,14 @@ async def rebuild(cfg: Settings) -> int:
             return any([await consumer.position(tp) < end[tp] for tp in tps])
 
         # In changelog order, batch by batch, as the mirror does: every state's transitions
-        # go to the history, the newest state of a batch to the snapshot.
+        # go to the history, the newest state of a batch to the snapshot, a tombstone marks
+        # its saga retained.
         while await behind():
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-            newest: dict[str, bytes] = {}
-            every: list[bytes] = []
-            for records in batch.values():
-                for r in records:
-                    if r.value is not None and r.key is not None:
-                        newest[r.key.decode()] = r.value
-                        every.append(r.value)
-            if newest:
-                await store.upsert_json(newest, every)
-                seen.update(newest)
+            read = ChangelogBatch.of(r for records in batch.values() for r in records)
+            if read:
+                await read.write(store)
+                seen.update(read.newest, read.tombstones)
         return len(seen)
     finally:
         await consumer.stop()
@@ -84,21 +86,44 @@ async def restore(cfg: Settings) -> int:
         partitions = sorted(await producer.partitions_for(sagas_changelog(cfg)))
         partition_of = DefaultPartitioner()
         for raw in states:
-            state = SagaState.model_validate(raw)
-            key = state.saga_id.encode()
+            saga_id, partner_id, value = _table_entry(raw, time.time())
+            key = saga_id.encode()
             # The same partition the saga's events hash to: Faust writes a table entry to the
             # partition of the event being processed.
             p = partition_of(key, partitions, partitions)
-            await producer.send(sagas_changelog(cfg), key=key, value=state.model_dump_json().encode(),
-                                partition=p)
-            if state.partner_id:
+            await producer.send(sagas_changelog(cfg), key=key, value=value, partition=p)
+            if partner_id:
+                # Kept for a retained saga too: a later PartnerCreated for the partner finds
+                # its tombstone (a duplicate of it).
                 await producer.send(f"{cfg.app_id}-partner-sagas-changelog",
-                                    key=state.partner_id.encode(), value=key)
+                                    key=partner_id.encode(), value=key)
         await producer.flush()
         return len(states)
     finally:
         await producer.stop()
         await store.close()
+
+
+def _table_entry(snapshot: dict[str, Any], now: float) -> tuple[str, str | None, bytes]:
+    """What the sagas table held for a snapshot (as SnapshotStore.get answers it): (saga id,
+    partner id, value). A live saga's state; for a retained or pruned saga its tombstone, at
+    the row's version (a pruned saga the live tables never retained: one above its last
+    state's, as domain.lifecycle.bury does), so it answers as one and never runs again."""
+    if not snapshot.get("tombstone"):
+        state = SagaState.model_validate(snapshot)
+        return state.saga_id, state.partner_id, state.model_dump_json().encode()
+    retained = snapshot.get("retained_at")
+    tomb = Tombstone(
+        saga_id=snapshot["saga_id"], version=int(snapshot["version"]) + (0 if retained else 1),
+        status=snapshot["status"], flow=snapshot.get("flow") or "partner-creation",
+        origin=snapshot["origin"], correlation_id=snapshot["correlation_id"],
+        partner_id=snapshot.get("partner_id"), alliance_id=snapshot.get("alliance_id"),
+        business_key=snapshot.get("business_key") or snapshot["correlation_id"],
+        generation=int(snapshot.get("generation") or 1), created_at=float(snapshot["created_at"]),
+        ended_at=float(snapshot.get("ended_at") or snapshot["updated_at"]),
+        retained_at=float(retained or snapshot.get("pruned_at") or now), reason=snapshot.get("reason"),
+        current=snapshot.get("current"), left_behind=tuple(snapshot.get("left_behind") or ()))
+    return tomb.saga_id, tomb.partner_id, tomb.model_dump_json().encode()
 
 
 #: How often `mirror --report` prints its counters.

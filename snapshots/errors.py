@@ -4,7 +4,8 @@
      ├── StoreUnavailable   PostgreSQL cannot be reached or dropped the connection:
      │                      retry later; processing goes on, snapshots catch up.
      └── BadQuery           a caller's filter or cursor is malformed (maps to HTTP 400), or
-                            PostgreSQL refused a value (the mirror sets that state aside).
+                            PostgreSQL refused a value or a record missing a field (the
+                            mirror sets that state or tombstone aside).
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """PostgreSQL snapshots mirror the tables: they converge to the tables after a load, also after
 PostgreSQL was down; rebuilt from the changelog; restoring the tables when the changelog is
-lost; and any worker answers a saga's live status."""
+lost; retained sagas (tombstones in the changelog) stay retained, without personal data,
+through a rebuild and a restore; and any worker answers a saga's live status."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -12,13 +14,18 @@ import sys
 import time
 from typing import Any
 
+import psycopg
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from psycopg.rows import dict_row
 
+from domain import ids
+from domain.lifecycle import Tombstone
 from snapshots.store import TERMINAL_STATUSES
 from tests.support.flows import ended, publish_partners
 from tests.support.pg import snapshot_states, truncate_snapshots
-from tests.support.stack import KAFKA
+from tests.support.stack import KAFKA, PG_URL
 from tests.support.worker import ROOT, Names, Worker
 
 pytestmark = pytest.mark.stack
@@ -156,3 +163,103 @@ async def test_rebuild_and_restore(spawn, participants, taps, names) -> None:  #
     some = next(iter(table.values()))
     status, body = await fresh.get(f"/api/v1/saga/status/{some['saga_id']}")
     assert status == 200 and body["partner_id"] == some["partner_id"]
+
+
+async def _rows(schema: str) -> dict[str, dict[str, Any]]:
+    """saga id -> its snapshot row: retained_at, state, and how many history rows it has."""
+    async with await psycopg.AsyncConnection.connect(PG_URL, row_factory=dict_row) as conn:
+        cur = await conn.execute(
+            f'SELECT s.saga_id, s.retained_at, s.version, s.state, (SELECT count(*)'
+            f' FROM "{schema}".saga_transitions t WHERE t.saga_id = s.saga_id) AS changes'
+            f' FROM "{schema}".saga_snapshots s')
+        return {r["saga_id"]: r for r in await cur.fetchall()}
+
+
+async def _changelog(topic: str) -> dict[str, bytes]:
+    """The latest value of each key of a changelog topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        for _ in range(50):
+            await consumer._client.force_metadata_update()
+            if consumer.partitions_for_topic(topic):
+                break
+            await asyncio.sleep(0.2)
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        assert tps, f"no topic {topic}"
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        latest: dict[str, bytes] = {}
+        while any([await consumer.position(tp) < end[tp] for tp in tps]):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for r in records:
+                    if r.key is not None and r.value is not None:
+                        latest[r.key.decode()] = r.value
+        return latest
+    finally:
+        await consumer.stop()
+
+
+def _personal(text: str) -> bool:
+    """Does it hold a partner's personal data as the tests publish it (tests.support.flows)?"""
+    return "@example.com" in text or "Calle " in text or "+57 1 234" in text
+
+
+async def test_retained_sagas_stay_retained_through_rebuild_and_restore(
+        spawn, participants, taps, names) -> None:  # type: ignore[no-untyped-def]
+    worker = spawn("a", env={"SAGA_RETENTION_S": "2", "RETENTION_TICK_S": "0.5"})
+    await worker.wait_ready(timeout=30)
+    partners = await publish_partners(participants, 20)
+    sagas = {ids.saga_id_for_partner(p) for p in partners}
+    await taps["lifecycle"].wait_for(lambda t: set(ended(t)) == sagas, 60, "20 sagas to end")
+
+    async def all_retained(within: float) -> dict[str, dict[str, Any]]:
+        t0 = time.monotonic()
+        while True:
+            rows = await _rows(names.app_id)
+            if all(s in rows and rows[s]["retained_at"] is not None for s in sagas):
+                return rows
+            assert time.monotonic() - t0 < within, "sagas not marked retained in PostgreSQL"
+            await asyncio.sleep(0.5)
+
+    # The mirror stored each saga's changelog tombstone: the row marked retained, its last
+    # state kept without personal data, its history whole (the tombstone adds none).
+    rows = await all_retained(60)
+    assert not any(_personal(json.dumps(r["state"])) for r in rows.values())
+    assert all(r["changes"] >= 4 for r in rows.values())
+    history = {s: rows[s]["changes"] for s in sagas}
+
+    # Rebuild: the snapshots lost, written again from the changelog, tombstones included.
+    await truncate_snapshots(names.app_id)
+    assert "20 sagas rebuilt" in _run(names, "rebuild")
+    rows = await all_retained(1)
+    assert not any(_personal(json.dumps(r["state"])) for r in rows.values())
+    assert {s: rows[s]["changes"] for s in sagas} == history  # what compaction left of the history
+
+    # Restore: the changelogs lost, written again from the snapshots: each retained saga as
+    # its tombstone (before: restore failed, a snapshot without personal data is no saga state).
+    worker.kill()
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        changelogs = [f"{names.app_id}-{t}-changelog" for t in ("sagas", "partner-sagas")]
+        await admin.delete_topics(changelogs)
+        for _ in range(100):
+            if not set(changelogs) & set(await admin.list_topics()):
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    assert "20 sagas restored" in _run(names, "restore")
+    table = await _changelog(f"{names.app_id}-sagas-changelog")
+    assert set(table) == sagas
+    assert all(Tombstone.is_one(v) and not _personal(v.decode()) for v in table.values())
+    assert {s: Tombstone.model_validate_json(v).version for s, v in table.items()} == \
+        {s: rows[s]["version"] for s in sagas}
+    fresh = spawn("b", env={"SAGA_RETENTION_S": "2", "RETENTION_TICK_S": "0.5"})
+    await fresh.wait_ready(timeout=60)
+    for saga_id in sorted(sagas)[:5]:
+        status, body = await fresh.get(f"/api/v1/saga/status/{saga_id}")
+        assert status == 200 and body["source"] == "snapshot", body
+        assert body["status"] in ("completed", "compensated") and body["saga_id"] == saga_id
