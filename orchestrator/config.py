@@ -145,6 +145,15 @@ class Settings(BaseSettings):
     # and restarts (another core; the worker's event loop is the saga agent's); `inline`, on
     # the worker's event loop; `off`, not at all (run `python -m snapshots mirror` yourself).
     snapshot_mirror: str = Field("process", alias="SNAPSHOT_MIRROR", pattern=r"^(process|inline|off)$")
+    # PostgreSQL's own retention (snapshots/store.py `prune`): a finished saga's history rows
+    # go, and its row loses the partner's personal data, this long after its end; the row
+    # (ids, end status, generation) stays. compensation_failed and live sagas are never pruned.
+    snapshot_retention_s: float = Field(90 * 86400.0, alias="SNAPSHOT_RETENTION_S", gt=0)
+    snapshot_prune_every_s: float = Field(300.0, alias="SNAPSHOT_PRUNE_EVERY_S", gt=0)
+    snapshot_prune_batch: int = Field(1000, alias="SNAPSHOT_PRUNE_BATCH", ge=1, le=100_000)
+    # How old the per-status counts (GET /api/v1/sagas/counts, the dashboard) may be: every
+    # caller within that time shares one query.
+    snapshot_counts_max_age_s: float = Field(2.0, alias="SNAPSHOT_COUNTS_MAX_AGE_S", ge=0, le=3600)
 
     # The worker's event loop: uvloop (default) or the standard library's asyncio loop.
     event_loop: str = Field("uvloop", alias="EVENT_LOOP", pattern=r"^(uvloop|asyncio)$")
@@ -179,10 +188,11 @@ class Settings(BaseSettings):
             raise ValueError(f"TABLE_STORE must be rocksdb://, got {v!r}")
         return v
 
-    @field_validator("saga_dedupe_horizon_s")
+    @field_validator("saga_dedupe_horizon_s", "snapshot_retention_s")
     @classmethod
-    def _horizon(cls, v: float, info: ValidationInfo) -> float:
-        # A saga leaves the live tables before its dedupe horizon ends: its tombstone answers.
+    def _after_retention(cls, v: float, info: ValidationInfo) -> float:
+        # A saga leaves the live tables before its dedupe horizon ends (its tombstone answers)
+        # and before PostgreSQL prunes it (its snapshot answers for it meanwhile).
         retention = info.data.get("saga_retention_s")
         if retention is not None and v < retention:
             raise ValueError(f"must be at least SAGA_RETENTION_S ({retention:g}), got {v:g}")

@@ -55,6 +55,9 @@ HELP = {
     "snapshots_rejected_total": "Saga states PostgreSQL refused (dead-lettered).",
     "snapshot_write_failures_total": "Snapshot batches that failed and were retried.",
     "snapshot_mirror_restarts_total": "Restarts of the snapshot mirror's child process.",
+    "snapshot_rows_pruned_total": "Finished sagas whose history and personal data PostgreSQL's own retention "
+                                  "removed (SNAPSHOT_RETENTION_S); their rows stay.",
+    "snapshot_tombstones_written_total": "Retained sagas' tombstones written over their snapshot rows.",
     "outbound_events_waiting": "Saga events whose commands wait for Pulsar's acknowledgement.",
     "events_unacknowledged": "Saga events taken but not yet acknowledged to Kafka.",
     "snapshot_lag_records": "Changelog records not yet mirrored to PostgreSQL.",

@@ -19,7 +19,8 @@ from streams.partner_saga import saga_events
 __all__ = ["MIRROR", "STORE", "readiness"]
 
 log = logging.getLogger(__name__)
-STORE = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema)
+STORE = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema,
+                      counts_max_age_s=cfg.snapshot_counts_max_age_s)
 #: The snapshot mirror as SNAPSHOT_MIRROR says: a child process, or on this event loop.
 MIRROR: MirrorProcess | ChangelogMirror = (
     MirrorProcess(METRICS) if cfg.snapshot_mirror == "process" else ChangelogMirror(cfg, STORE))

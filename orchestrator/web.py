@@ -135,7 +135,7 @@ async def _ended_saga(correlation_id: str) -> dict[str, Any] | None:
     when it runs, never ran, or PostgreSQL does not answer (then the start goes on: a
     duplicate is dead-lettered by the saga agent with its reason, and a live saga ignores it)."""
     try:
-        row = await STORE.latest_for_key(correlation_id)
+        row = await STORE.latest_for_key(correlation_id, origin="http")
     except StoreUnavailable as exc:
         log.warning("start request: cannot check for an ended saga of its correlation_id: %s", exc.public)
         return None

@@ -41,7 +41,8 @@ from snapshots.store import SnapshotStore
 
 async def rebuild(cfg: Settings) -> int:
     """Upsert the latest state of every saga in the changelog; return how many sagas."""
-    store = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema)
+    store = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema,
+                      counts_max_age_s=cfg.snapshot_counts_max_age_s)
     await store.open()
     consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
@@ -76,7 +77,8 @@ async def rebuild(cfg: Settings) -> int:
 
 async def restore(cfg: Settings) -> int:
     """Write every snapshot back into the table changelogs; return how many sagas."""
-    store = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema)
+    store = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema,
+                      counts_max_age_s=cfg.snapshot_counts_max_age_s)
     await store.open()
     await ensure_topics(cfg)
     producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all", linger_ms=5)
@@ -132,7 +134,8 @@ REPORT_EVERY_S = 0.5
 
 async def mirror(cfg: Settings, report: bool) -> None:
     """Run the mirror until stopped; a crash (Kafka unreachable a while) restarts it."""
-    store = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema)
+    store = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema,
+                      counts_max_age_s=cfg.snapshot_counts_max_age_s)
     await store.open()
     m = ChangelogMirror(cfg, store)
 

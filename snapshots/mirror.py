@@ -35,17 +35,10 @@ from orchestrator.metrics import METRICS
 from snapshots.errors import BadQuery, StoreUnavailable
 from snapshots.store import SnapshotStore
 
-__all__ = ["DEFAULT_PRUNE_BATCH", "DEFAULT_PRUNE_EVERY_S", "DEFAULT_SNAPSHOT_RETENTION_S", "ChangelogBatch",
-           "ChangelogMirror", "sagas_changelog"]
+__all__ = ["ChangelogBatch", "ChangelogMirror", "sagas_changelog"]
 
 log = logging.getLogger(__name__)
 
-#: How long PostgreSQL keeps a finished saga's history and personal data (SNAPSHOT_RETENTION_S):
-#: 90 days. Its row stays after that, without them (a tombstone: ids, end status, generation).
-DEFAULT_SNAPSHOT_RETENTION_S = 90 * 86400.0
-#: How often the mirror prunes (SNAPSHOT_PRUNE_EVERY_S), and how many sagas per statement.
-DEFAULT_PRUNE_EVERY_S = 300.0
-DEFAULT_PRUNE_BATCH = 1000
 #: A run of the mirror this long was healthy: its next failure waits from the start again.
 HEALTHY_AFTER_S = 60.0
 
@@ -93,17 +86,19 @@ class ChangelogBatch:
 
 class ChangelogMirror:
     """`snapshot_retention_s`, `prune_every_s`, `prune_batch`: the snapshots' own retention
-    (SnapshotStore.prune), run at most every `prune_every_s` (0: never)."""
+    (SnapshotStore.prune), run at most every `prune_every_s` (0: never); by default the
+    settings' SNAPSHOT_RETENTION_S, SNAPSHOT_PRUNE_EVERY_S and SNAPSHOT_PRUNE_BATCH."""
 
     def __init__(self, cfg: Settings, store: SnapshotStore, *,
-                 snapshot_retention_s: float = DEFAULT_SNAPSHOT_RETENTION_S,
-                 prune_every_s: float = DEFAULT_PRUNE_EVERY_S,
-                 prune_batch: int = DEFAULT_PRUNE_BATCH) -> None:
+                 snapshot_retention_s: float | None = None,
+                 prune_every_s: float | None = None,
+                 prune_batch: int | None = None) -> None:
         self.cfg = cfg
         self.store = store
-        self.snapshot_retention_s = snapshot_retention_s
-        self.prune_every_s = prune_every_s
-        self.prune_batch = prune_batch
+        self.snapshot_retention_s = cfg.snapshot_retention_s if snapshot_retention_s is None \
+            else snapshot_retention_s
+        self.prune_every_s = cfg.snapshot_prune_every_s if prune_every_s is None else prune_every_s
+        self.prune_batch = cfg.snapshot_prune_batch if prune_batch is None else prune_batch
         self.consumer: AIOKafkaConsumer | None = None
         self.healthy_db = False
         self.migrated = False
