@@ -3,6 +3,7 @@ get a 4xx with a JSON body."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -69,6 +70,19 @@ async def test_http_started_sagas_complete_fail_or_compensate(spawn, participant
     assert all(c["correlationid"] == corr_of[c["sagaid"]] for c in creates)
     reverts = {c["sagaid"] for c in taps["integraciones"].events() if c["type"] == "RevertPartner"}
     assert reverts == {started["compensated"]}
+    # A start with the correlation id of a saga that ended is answered with that saga, and
+    # starts nothing (issue #20: within SAGA_DEDUPE_HORIZON_S; the snapshot says it ended).
+    for want, saga_id in started.items():
+        for _ in range(50):
+            status, again = await worker.post("/api/v1/saga/partner-creation",
+                                              {**BODY, "correlation_id": cases[want]})
+            if status == 200:
+                break
+            assert status == 202 and again["saga_id"] == saga_id  # its snapshot not written yet
+            await asyncio.sleep(0.2)
+        assert status == 200, again
+        assert again["saga_id"] == saga_id and again["status"] == want and again["duplicate_of_finished_saga"]
+    assert len([c for c in taps["integraciones"].events() if c["type"] == "CreatePartner"]) == len(creates)
 
 
 @pytest.mark.parametrize(("raw", "status", "word"), [
