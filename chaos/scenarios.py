@@ -59,7 +59,7 @@ async def _live_versions(world: World) -> dict[str, int]:
     sem = asyncio.Semaphore(16)
 
     async def one(session: aiohttp.ClientSession, saga_id: str) -> None:
-        async with sem, session.get(f"{alive.url}/api/v1/saga/status/{saga_id}") as r:
+        async with sem, session.get(f"{alive.url}/api/v1/saga/status/{saga_id}", headers=alive.auth()) as r:
             if r.status == 200:
                 out[saga_id] = int((await r.json())["version"])
 

@@ -7,15 +7,16 @@ import asyncio
 import logging
 import sys
 
+from orchestrator.cli import main as sagas
+from orchestrator.cli import sagas_argv
 from orchestrator.config import ConfigError, load_settings
 from orchestrator.preflight import check_reachable, ensure_topics
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "sagas":  # the operator's CLI: HTTP only, no settings
-        from orchestrator.cli import main as sagas
-
-        raise SystemExit(sagas(sys.argv[2:]))
+    cli_argv = sagas_argv(sys.argv[1:])
+    if cli_argv is not None:  # the operator's CLI: HTTP only, no settings
+        raise SystemExit(sagas(cli_argv))
     try:
         cfg = load_settings()
         cfg.install_event_loop()
@@ -23,6 +24,9 @@ def main() -> None:
             warnings = check_reachable(cfg)
             cfg.datadir.mkdir(parents=True, exist_ok=True)
             asyncio.run(ensure_topics(cfg))
+            from orchestrator.auth import Authority
+
+            warnings += Authority.from_settings(cfg).warnings()
             for warning in warnings:
                 logging.getLogger("orchestrator").warning(warning)
     except ConfigError as exc:

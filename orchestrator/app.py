@@ -1,14 +1,19 @@
 """The Faust application object, and nothing else (topics, tables and agents register
-themselves on it from streams/, tables/, agents/ and bridges/; see orchestrator/worker.py)."""
+themselves on it from streams/, tables/, agents/ and bridges/; see orchestrator/worker.py;
+views through `page`, which says the role their requests need)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import faust
 
+from orchestrator import auth
 from orchestrator.config import Settings, settings
 from orchestrator.kafka_transport import SagaApp, SagaEvent
 
-__all__ = ["app", "cfg", "create_app"]
+__all__ = ["app", "cfg", "create_app", "page"]
 
 
 def create_app(cfg: Settings) -> faust.App:
@@ -39,6 +44,14 @@ def create_app(cfg: Settings) -> faust.App:
         web_bind=cfg.web_bind or cfg.web_host,
         web_port=cfg.web_port,
         web_enabled=True,
+        # Every request goes through the API's authentication (orchestrator/auth.py).
+        web_application_options={"middlewares": [auth.middleware(auth.Authority.from_settings(cfg))]},
+        # Faust's own views: /table/{name}/{key} reads any table's data (the partners' too),
+        # /router lists every worker's address. Nothing here needs them: a status request is
+        # forwarded to its partition's owner from the assignor's metadata (app.router), not
+        # through /router. Off (and, were they turned on, the middleware asks for `operate`).
+        web_tables_enabled=False,
+        web_router_enabled=False,
         datadir=str(cfg.datadir),
         producer_linger_ms=2,
         producer_max_batch_size=256 * 1024,
@@ -51,3 +64,10 @@ def create_app(cfg: Settings) -> faust.App:
 
 cfg = settings()
 app = create_app(cfg)
+
+
+def page(path: str, *, role: str | None,
+         browser_page: Callable[[], str] | None = None) -> Callable[[Any], Any]:
+    """`app.page(path)` with the role its requests need: `read`, `start`, `operate`, or None
+    (open to anyone); see orchestrator/auth.py."""
+    return auth.page(app, path, role=role, browser_page=browser_page)

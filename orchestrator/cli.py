@@ -3,17 +3,20 @@
 It reaches a worker over HTTP (any worker: status requests are routed to the owner of the
 saga's partition), like the dashboard, and prints tables, or JSON with `--json`:
 
+    export SAGA_TOKEN=...                                  # or OPERATOR_TOKEN, or --token
     python -m orchestrator sagas list --status compensation_failed --status compensating
     python -m orchestrator sagas list --search <saga, partner or correlation id> --json
     python -m orchestrator sagas list --attention          # what a person should look at
     python -m orchestrator sagas show <saga id>            # state, deadline, commands, timeline
     python -m orchestrator sagas history <saga id>
-    OPERATOR_TOKEN=... python -m orchestrator sagas retry <saga id>
-    OPERATOR_TOKEN=... python -m orchestrator sagas cancel <saga id> --reason "..."
+    python -m orchestrator sagas retry <saga id>           # a token with the operate role
+    python -m orchestrator sagas cancel <saga id> --reason "..."
 
-`--url` (default $SAGA_URL, else http://127.0.0.1:$WEB_PORT, port 6066). Exit codes: 0 done,
-1 not found (or the worker refused or failed: the message says why), 2 usage (bad arguments,
-or a request the worker calls invalid). Standard library only.
+`--url` (default $SAGA_URL, else http://127.0.0.1:$WEB_PORT, port 6066), `--token` (default
+$SAGA_TOKEN, else $OPERATOR_TOKEN: sent as a bearer token with every call) and `--json` go
+before or after the command. Exit codes: 0 done, 1 not found (or the worker refused or
+failed: the message says why), 2 usage (bad arguments, or a request the worker calls
+invalid). Standard library only.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NoReturn, TextIO
 
-__all__ = ["main"]
+__all__ = ["main", "sagas_argv"]
 
 OK, FAILED, USAGE = 0, 1, 2
 
@@ -43,6 +46,13 @@ class CliError(Exception):
 
 def _default_url() -> str:
     return os.environ.get("SAGA_URL") or f"http://127.0.0.1:{os.environ.get('WEB_PORT', '6066')}"
+
+
+def _default_token() -> str | None:
+    return os.environ.get("SAGA_TOKEN") or os.environ.get("OPERATOR_TOKEN") or None
+
+
+_NO_TOKEN_HINT = "set SAGA_TOKEN (or OPERATOR_TOKEN) or pass --token"
 
 
 def _request(base: str, method: str, path: str, *, body: dict[str, Any] | None = None,
@@ -65,6 +75,8 @@ def _request(base: str, method: str, path: str, *, body: dict[str, Any] | None =
         except (ValueError, AttributeError):
             detail = raw.decode(errors="replace")[:300]
         code = FAILED if e.code in (401, 403, 404, 409) or e.code >= 500 else USAGE
+        if e.code == 401 and not token:
+            detail = f"{detail} ({_NO_TOKEN_HINT})"
         raise CliError(code, f"{method} {path}: HTTP {e.code}: {detail}") from None
     except (urllib.error.URLError, OSError) as e:
         raise CliError(FAILED, f"cannot reach the worker at {base}: {getattr(e, 'reason', e)}") from None
@@ -119,7 +131,7 @@ def _short(text: Any, n: int = 60) -> str:
 # --- commands ------------------------------------------------------------------------------
 def _list(args: argparse.Namespace, out: TextIO) -> int:
     if args.attention:
-        data = _request(args.url, "GET", "/api/v1/sagas/attention")
+        data = _request(args.url, "GET", "/api/v1/sagas/attention", token=args.token)
         rows = data["sagas"]
     else:
         query = {k: v for k, v in (("status", ",".join(args.status or [])), ("origin", args.origin),
@@ -129,7 +141,8 @@ def _list(args: argparse.Namespace, out: TextIO) -> int:
         while True:
             if cursor:
                 query["cursor"] = cursor
-            data = _request(args.url, "GET", "/api/v1/sagas?" + urllib.parse.urlencode(query))
+            data = _request(args.url, "GET", "/api/v1/sagas?" + urllib.parse.urlencode(query),
+                            token=args.token)
             rows += data["sagas"]
             cursor = data.get("next_cursor")
             if not (args.all and cursor):
@@ -149,9 +162,10 @@ def _list(args: argparse.Namespace, out: TextIO) -> int:
 
 def _show(args: argparse.Namespace, out: TextIO) -> int:
     saga_id = urllib.parse.quote(args.saga_id, safe="")
-    state = _request(args.url, "GET", f"/api/v1/saga/status/{saga_id}")
+    state = _request(args.url, "GET", f"/api/v1/saga/status/{saga_id}", token=args.token)
     try:
-        history = _request(args.url, "GET", f"/api/v1/sagas/{saga_id}/history")["transitions"]
+        history = _request(args.url, "GET", f"/api/v1/sagas/{saga_id}/history",
+                           token=args.token)["transitions"]
     except CliError:  # not snapshotted yet: the live state's own last transitions
         history = state.get("transitions") or []
     if args.json:
@@ -190,7 +204,7 @@ def _show(args: argparse.Namespace, out: TextIO) -> int:
 
 def _history(args: argparse.Namespace, out: TextIO) -> int:
     saga_id = urllib.parse.quote(args.saga_id, safe="")
-    rows = _request(args.url, "GET", f"/api/v1/sagas/{saga_id}/history")["transitions"]
+    rows = _request(args.url, "GET", f"/api/v1/sagas/{saga_id}/history", token=args.token)["transitions"]
     if args.json:
         json.dump(rows, out, indent=2)
         out.write("\n")
@@ -202,12 +216,10 @@ def _history(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _operate(args: argparse.Namespace, out: TextIO) -> int:
-    token = args.token or os.environ.get("OPERATOR_TOKEN")
-    if not token:
-        raise CliError(USAGE, "no operator token: set OPERATOR_TOKEN or pass --token")
     saga_id = urllib.parse.quote(args.saga_id, safe="")
     body = {"reason": args.reason} if getattr(args, "reason", None) else {}
-    answer = _request(args.url, "POST", f"/api/v1/sagas/{saga_id}/{args.command}", body=body, token=token)
+    answer = _request(args.url, "POST", f"/api/v1/sagas/{saga_id}/{args.command}", body=body,
+                      token=args.token)
     if args.json:
         json.dump(answer, out, indent=2)
         out.write("\n")
@@ -218,12 +230,25 @@ def _operate(args: argparse.Namespace, out: TextIO) -> int:
     return OK
 
 
+def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """The options every command takes, before or after it. On the commands they default to
+    SUPPRESS, so that one given before the command is not overwritten by the default after."""
+    def default(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    p.add_argument("--url", default=default(_default_url()),
+                   help="a worker's web address (default $SAGA_URL, else http://127.0.0.1:$WEB_PORT)")
+    p.add_argument("--token", default=default(_default_token()),
+                   help="bearer token sent with every call (default $SAGA_TOKEN, else $OPERATOR_TOKEN)")
+    p.add_argument("--json", action="store_true", default=default(False), help="print JSON instead of tables")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m orchestrator sagas", description=__doc__.split("\n\n")[0])
-    p.add_argument("--url", default=_default_url(), help="a worker's web address (default %(default)s)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    _common(p, top=True)
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="sagas, newest first")
+    _common(ls, top=False)
     ls.add_argument("--status", action="append", help="a status (repeat for several)")
     ls.add_argument("--origin", choices=("http", "partner_event"))
     ls.add_argument("--search", help="a saga id, partner id or correlation id")
@@ -236,12 +261,28 @@ def _parser() -> argparse.ArgumentParser:
                        ("history", "a saga's transitions"), ("retry", "retry a failed compensation"),
                        ("cancel", "stop a live saga and undo what it did")):
         c = sub.add_parser(name, help=text)
+        _common(c, top=False)
         c.add_argument("saga_id")
-        if name in ("retry", "cancel"):
-            c.add_argument("--token", help="operator token (default $OPERATOR_TOKEN)")
         if name == "cancel":
             c.add_argument("--reason")
     return p
+
+
+def sagas_argv(argv: Sequence[str]) -> list[str] | None:
+    """The CLI's arguments when `python -m orchestrator ARGV` runs it: the word `sagas` first,
+    or after options the CLI takes (`--url X --json sagas list`); None for anything else."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "sagas":
+            return [*argv[:i], *argv[i + 1:]]
+        if arg in ("--url", "--token"):
+            i += 2
+        elif arg == "--json" or arg.startswith(("--url=", "--token=")):
+            i += 1
+        else:
+            return None
+    return None
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

@@ -8,14 +8,23 @@ see `load_settings`.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ConfigError", "Settings", "load_settings", "settings"]
+__all__ = ["API_ROLES", "MIN_TOKEN_LENGTH", "ConfigError", "Settings", "load_settings", "settings"]
+
+#: The HTTP API's roles (orchestrator/auth.py): `read` the sagas (personal data masked),
+#: `start` sagas, `operate` on them (retry, cancel; personal data in clear).
+API_ROLES = ("read", "start", "operate")
+MIN_TOKEN_LENGTH = 16
+#: What a bearer token may hold (RFC 6750's b64token, plus nothing that needs quoting).
+_TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
 
 
 class ConfigError(SystemExit):
@@ -48,6 +57,33 @@ def _check_url(value: str, schemes: tuple[str, ...], name: str) -> str:
     return value
 
 
+def parse_tokens(text: str) -> list[str]:
+    """The tokens of a variable or a token file: separated by commas, spaces or newlines;
+    a line starting with # is a comment. Each is checked (length, characters); an error
+    says which one by its place, never the token itself."""
+    lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+    tokens = [t for t in re.split(r"[\s,]+", "\n".join(lines)) if t]
+    for n, token in enumerate(tokens, 1):
+        where = f"token {n} of {len(tokens)}" if len(tokens) > 1 else "the token"
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"{where} is shorter than {MIN_TOKEN_LENGTH} characters")
+        if not _TOKEN.match(token):
+            raise ValueError(f"{where} has a character other than letters, digits and ._~+/=-")
+    return tokens
+
+
+def read_token_file(path: Path) -> list[str]:
+    """The tokens of a token file (a Docker or Kubernetes secret): at least one."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    tokens = parse_tokens(text)
+    if not tokens:
+        raise ValueError(f"no token in {path}")
+    return tokens
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
@@ -58,7 +94,21 @@ class Settings(BaseSettings):
     )
     snapshot_schema: str = Field("public", alias="SNAPSHOT_SCHEMA", min_length=1, max_length=63,
                                  pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
-    operator_token: str | None = Field(None, alias="OPERATOR_TOKEN", min_length=16)
+    # The HTTP API's bearer tokens (README, "Security"): OPERATOR_TOKEN holds every role;
+    # API_<ROLE>_TOKENS one role each. Every one of them takes a comma-separated list (two
+    # tokens while one is rotated), and also comes from a file, *_FILE (a Docker or Kubernetes
+    # secret). No token at all: the API answers 401 to everyone, unless API_AUTH=open.
+    operator_token: str | None = Field(None, alias="OPERATOR_TOKEN", repr=False)
+    operator_token_file: Path | None = Field(None, alias="OPERATOR_TOKEN_FILE")
+    api_read_tokens: str | None = Field(None, alias="API_READ_TOKENS", repr=False)
+    api_read_tokens_file: Path | None = Field(None, alias="API_READ_TOKENS_FILE")
+    api_start_tokens: str | None = Field(None, alias="API_START_TOKENS", repr=False)
+    api_start_tokens_file: Path | None = Field(None, alias="API_START_TOKENS_FILE")
+    api_operate_tokens: str | None = Field(None, alias="API_OPERATE_TOKENS", repr=False)
+    api_operate_tokens_file: Path | None = Field(None, alias="API_OPERATE_TOKENS_FILE")
+    # `token`: every /api route and /dashboard need a bearer token; `open`: anyone is every
+    # role (a local experiment only: a WARNING line at start-up says so).
+    api_auth: str = Field("token", alias="API_AUTH", pattern=r"^(token|open)$")
     integraciones_api_url: str = Field("http://localhost:5001", alias="INTEGRACIONES_API_URL")
     alianzas_api_url: str = Field("http://localhost:5002", alias="ALIANZAS_API_URL")
 
@@ -158,6 +208,28 @@ class Settings(BaseSettings):
     # The worker's event loop: uvloop (default) or the standard library's asyncio loop.
     event_loop: str = Field("uvloop", alias="EVENT_LOOP", pattern=r"^(uvloop|asyncio)$")
 
+    @field_validator("operator_token", "api_read_tokens", "api_start_tokens", "api_operate_tokens",
+                     mode="before")
+    @classmethod
+    def _tokens(cls, v: Any) -> str | None:
+        if v is None or (isinstance(v, str) and not v.strip()):
+            return None  # unset, or set empty (a compose file's ${VAR:-})
+        return ",".join(parse_tokens(str(v))) or None
+
+    @field_validator("operator_token_file", "api_read_tokens_file", "api_start_tokens_file",
+                     "api_operate_tokens_file", mode="before")
+    @classmethod
+    def _token_file_set(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("operator_token_file", "api_read_tokens_file", "api_start_tokens_file",
+                     "api_operate_tokens_file")
+    @classmethod
+    def _token_file(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            read_token_file(v)  # readable, and every token in it valid: checked at start-up
+        return v
+
     @field_validator("broker_url")
     @classmethod
     def _pulsar(cls, v: str) -> str:
@@ -215,6 +287,28 @@ class Settings(BaseSettings):
         if self.topic_min_insync_replicas is not None:
             return self.topic_min_insync_replicas
         return min(2, self.topic_replication_factor - 1) if self.topic_replication_factor > 1 else None
+
+    def api_tokens(self) -> dict[str, frozenset[str]]:
+        """Every configured bearer token and its roles (OPERATOR_TOKEN and OPERATOR_TOKEN_FILE:
+        every role; a token given under several roles has them all). Read from the variables
+        and the token files, which the settings' validation has checked already."""
+        out: dict[str, set[str]] = {}
+        sources = (
+            (API_ROLES, self.operator_token, self.operator_token_file, "OPERATOR_TOKEN_FILE"),
+            (("read",), self.api_read_tokens, self.api_read_tokens_file, "API_READ_TOKENS_FILE"),
+            (("start",), self.api_start_tokens, self.api_start_tokens_file, "API_START_TOKENS_FILE"),
+            (("operate",), self.api_operate_tokens, self.api_operate_tokens_file, "API_OPERATE_TOKENS_FILE"),
+        )
+        for roles, listed, path, name in sources:
+            tokens = parse_tokens(listed or "")
+            if path is not None:
+                try:
+                    tokens += read_token_file(path)
+                except ValueError as exc:  # changed since start-up
+                    raise ConfigError(f"configuration error: {name}: {exc}") from None
+            for token in tokens:
+                out.setdefault(token, set()).update(roles)
+        return {token: frozenset(roles) for token, roles in out.items()}
 
     def pulsar_topic(self, name: str) -> str:
         return name if "://" in name else f"persistent://public/default/{name}"

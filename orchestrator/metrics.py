@@ -49,6 +49,8 @@ HELP = {
                                  "key's newer saga, open its next generation, duplicate: dead-lettered).",
     "expected_duplicates_total": "A participant's own announcement of a step the saga already has "
                                  "(recorded, not dead-lettered), by type.",
+    "http_auth_refused_total": "HTTP requests refused by the API's authentication, by status (401: no "
+                               "token or a wrong one, 403: a token without the route's role).",
     "http_duplicate_starts_total": "HTTP starts answered with a finished saga of the same correlation_id.",
     "retention_forget_sent_total": "Retention messages sent.",
     "snapshots_written_total": "Saga states written to PostgreSQL by the snapshot mirror.",

@@ -20,7 +20,8 @@ from domain import ids
 from domain.lifecycle import Tombstone
 from domain.messages import PartnerData, StartSaga
 from domain.state import TERMINAL
-from orchestrator.app import app, cfg
+from orchestrator.app import app, cfg, page
+from orchestrator.auth import READ, START
 from orchestrator.metrics import METRICS
 from orchestrator.services import STORE
 from snapshots.errors import StoreUnavailable
@@ -83,7 +84,7 @@ class BadRequest(Exception):
         self.response = response
 
 
-@app.page("/api/v1/saga/partner-creation")
+@page("/api/v1/saga/partner-creation", role=START)
 class StartPartnerCreation(View):
     """Start a saga: 202 with its id. Answered by any worker (it produces an event; POST
     bodies are not forwarded between workers). Idempotent per correlation_id."""
@@ -145,14 +146,16 @@ async def _ended_saga(correlation_id: str) -> dict[str, Any] | None:
     return {**row, "ended_at": float(ended_at or 0.0)}
 
 
-@app.page("/api/v1/saga/status/{saga_id}")
+@page("/api/v1/saga/status/{saga_id}", role=READ)
 class SagaStatusView(View):
     """A saga's live state, from the table, answered by the worker owning its partition;
     `source` says `live`, or `snapshot` for a finished saga past its retention."""
 
     async def get(self, request: Request, saga_id: str) -> Response:
         # What app.table_route does, with the failures answered: the owner of the key's
-        # partition may be gone (until the group rebalances) or not known yet.
+        # partition may be gone (until the group rebalances) or not known yet. The forwarded
+        # request carries the caller's headers, Authorization included: the owner checks the
+        # same token (every worker has the same settings) and masks its answer alike.
         try:
             return await app.router.route_req(sagas.name, saga_id, self.web, request)
         except SameNode:
@@ -200,13 +203,13 @@ def _public_state(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-@app.page("/health")
+@page("/health", role=None)
 class HealthView(View):
     async def get(self, request: Request) -> Response:
         return self.json({"status": "ok", "service": "saga-orchestrator"})
 
 
-@app.page("/metrics")
+@page("/metrics", role=None)
 class MetricsView(View):
     async def get(self, request: Request) -> Response:
         return self.text(METRICS.render(), content_type="text/plain; version=0.0.4")

@@ -10,6 +10,9 @@ Debian's chromium and chromium-driver: `make browser`):
 
     uv run python scripts/screenshots.py        (make screenshots)
 
+The dashboard asks for the API token: --token, default $SAGA_TOKEN, else $OPERATOR_TOKEN,
+else the local one in .stack/api-token (`make run` generates it).
+
 Exit code 0 when the dashboard's screenshots were taken, 1 otherwise.
 """
 
@@ -23,6 +26,9 @@ from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+from test_saga_integration import default_token
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "img"
@@ -46,27 +52,41 @@ def until(driver: webdriver.Chrome, script: str, within: float) -> bool:
     return False
 
 
-def answers(url: str) -> bool:
+def answers(url: str, token: str | None = None) -> bool:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=3):
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=3):
             return True
     except OSError:
         return False
+
+
+def give_token(driver: webdriver.Chrome, token: str) -> None:
+    """Answer the dashboard's prompt for the API token."""
+    WebDriverWait(driver, 15).until(expected_conditions.alert_is_present())
+    alert = driver.switch_to.alert
+    alert.send_keys(token)
+    alert.accept()
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dashboard", default="http://127.0.0.1:6066/dashboard")
     p.add_argument("--grafana", default="http://127.0.0.1:3000")
+    p.add_argument("--token", default=default_token(), help="API token with the read role")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    if not answers(args.dashboard):
-        print(f"screenshots: no dashboard at {args.dashboard}: start a worker (make run) first",
-              file=sys.stderr)
+    if not args.token:
+        print("screenshots: no API token: set SAGA_TOKEN or OPERATOR_TOKEN, or pass --token", file=sys.stderr)
+        return 1
+    if not answers(args.dashboard, args.token):
+        print(f"screenshots: no dashboard at {args.dashboard} for this token: start a worker (make run) "
+              "first", file=sys.stderr)
         return 1
     d = browser(1280, 900)
     try:
         d.get(args.dashboard)
+        give_token(d, args.token)
         if not until(d, "document.querySelectorAll('#sagas tr.saga').length > 0 && "
                         "document.querySelector('#chart-rate polyline')", 60):
             print("screenshots: the dashboard shows no saga (or no chart) after 60 s", file=sys.stderr)

@@ -8,9 +8,10 @@
    PostgreSQL, 3 orchestrator containers sharing the partitions, the participant simulators
    (some partners and alliances failing, some alianzas silent, so timeouts compensate too).
 4. Waits until every worker answers /ready (joined the group, partitions assigned and
-   recovered), then starts 200 sagas over HTTP at 20 a second; when half are started, kills
-   one orchestrator container (SIGKILL) under load; the other two must take its partitions
-   over and finish its sagas.
+   recovered), checks that each refuses a call without the run's OPERATOR_TOKEN (generated
+   for the run, given to the containers, sent with every call), then starts 200 sagas over
+   HTTP at 20 a second; when half are started, kills one orchestrator container (SIGKILL)
+   under load; the other two must take its partitions over and finish its sagas.
 5. Checks that every saga ended with the status the simulators' choices call for
    (scripts/test_saga_integration.py), then tears the deployment down, volumes included.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -42,6 +44,8 @@ import test_saga_integration as saga  # noqa: E402  (its sibling; standard libra
 PROJECT = "saga-dockertest"
 #: The simulators' behaviour in this run, given to the compose file and to the checks.
 SIM = saga.Simulated(fail_partner=0.05, fail_alliance=0.1, no_reply_alliance=0.05, fail_revert=0.0)
+#: This run's operator token: the containers' OPERATOR_TOKEN, sent with every API call.
+TOKEN = os.environ.get("OPERATOR_TOKEN") or secrets.token_urlsafe(32)
 
 
 def sh(*cmd: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -60,7 +64,7 @@ def engine_answers() -> bool:
 def compose_env(workers: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
-        "COMPOSE_PROJECT": PROJECT, "WORKERS": str(workers),
+        "COMPOSE_PROJECT": PROJECT, "WORKERS": str(workers), "OPERATOR_TOKEN": TOKEN,
         # Free host ports: nothing clashes with a local stack or another deployment.
         "KAFKA_PUBLISH": "127.0.0.1:", "PULSAR_PUBLISH": "127.0.0.1:", "PULSAR_WEB_PUBLISH": "127.0.0.1:",
         "PG_PUBLISH": "127.0.0.1:", "WEB_PUBLISH": "127.0.0.1:",
@@ -127,12 +131,19 @@ def main() -> int:
             print(f"test_docker_build: {len(urls)} orchestrator containers answer, expected {args.workers}")
             return 2
         victim = sorted(urls)[1]
-        workers = saga.Workers(list(urls.values()))
+        workers = saga.Workers(list(urls.values()), token=TOKEN)
         not_ready = [] if args.early else workers.wait_all_ready(180)
         if not_ready:
             print(f"test_docker_build: not ready after 180 s: {', '.join(not_ready)}")
             keep_evidence(workers, saga.Run())
             return 2
+        # Closed to strangers: a call without the token is refused by every container.
+        open_to_strangers = [u for u in urls.values()
+                             if saga.Workers([u]).request("GET", "/api/v1/sagas/counts")[0] != 401]
+        if open_to_strangers:
+            print("test_docker_build: answered without a token (401 expected): "
+                  + ", ".join(open_to_strangers))
+            return 1
         killed = threading.Event()
 
         def maybe_kill(n_started: int) -> None:

@@ -11,9 +11,11 @@ and the script checks each one against it; against real participants, pass --no-
     python scripts/test_saga_integration.py --url http://127.0.0.1:6069 --url http://127.0.0.1:6070
     python scripts/test_saga_integration.py --sagas 200 --fail-alliance 0.1 --fail-revert 0
 
-A worker that stops answering (killed, restarting) is skipped: every request is retried on
-the others. Exit code 0: every saga ended, as expected; 1: some did not; 2: bad arguments or
-no worker answers. Standard library only: any Python 3.11 runs it.
+Every call carries a bearer token with the read and start roles: --token, default
+$SAGA_TOKEN, else $OPERATOR_TOKEN, else the local one `make run` and `make full-up` keep in
+.stack/api-token. A worker that stops answering (killed, restarting) is skipped: every
+request is retried on the others. Exit code 0: every saga ended, as expected; 1: some did
+not; 2: bad arguments or no worker answers. Standard library only: any Python 3.11 runs it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import hashlib
 import http.client
 import json
+import os
 import sys
 import threading
 import time
@@ -32,6 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 FINAL = ("completed", "compensated", "failed", "compensation_failed")
@@ -63,12 +67,28 @@ class Simulated:
         return {"completed"}
 
 
-class Workers:
-    """The deployment's web addresses; a request goes to the next worker that answers."""
+def default_token() -> str | None:
+    """$SAGA_TOKEN, else $OPERATOR_TOKEN, else the local token in $STACK_DIR/api-token (what
+    stack/token.sh generates for `make run` and `make full-up`), else None."""
+    token = os.environ.get("SAGA_TOKEN") or os.environ.get("OPERATOR_TOKEN")
+    if token:
+        return token
+    stack_dir = os.environ.get("STACK_DIR") or Path(__file__).resolve().parent.parent / ".stack"
+    local = Path(stack_dir) / "api-token"
+    try:
+        return local.read_text().strip() or None
+    except OSError:
+        return None
 
-    def __init__(self, urls: Sequence[str], timeout_s: float = 5.0) -> None:
+
+class Workers:
+    """The deployment's web addresses; a request goes to the next worker that answers, with
+    the bearer token `token`."""
+
+    def __init__(self, urls: Sequence[str], timeout_s: float = 5.0, token: str | None = None) -> None:
         self.urls = [u.rstrip("/") for u in urls]
         self.timeout_s = timeout_s
+        self.token = token
         self._next = 0
         self._lock = threading.Lock()
 
@@ -82,8 +102,10 @@ class Workers:
         last = "no worker answered"
         for url in self._order():
             data = None if body is None else json.dumps(body).encode()
-            req = urllib.request.Request(url + path, data=data, method=method,
-                                         headers={"content-type": "application/json"})
+            headers = {"content-type": "application/json"}
+            if self.token:
+                headers["authorization"] = f"Bearer {self.token}"
+            req = urllib.request.Request(url + path, data=data, method=method, headers=headers)
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
                     return r.status, json.loads(r.read() or b"null")
@@ -118,7 +140,8 @@ class Workers:
         that did not, empty when all did."""
         deadline = time.monotonic() + within_s
         while True:
-            not_ready = [url for url in self.urls if Workers([url]).request("GET", "/ready")[0] != 200]
+            not_ready = [url for url in self.urls
+                         if Workers([url], token=self.token).request("GET", "/ready")[0] != 200]
             if not not_ready or time.monotonic() > deadline:
                 return not_ready
             time.sleep(1)
@@ -201,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", action="append", help="a worker's web address (repeatable); "
                    "default http://127.0.0.1:6066")
+    p.add_argument("--token", default=default_token(),
+                   help="bearer token with the read and start roles (default $SAGA_TOKEN, else "
+                        "$OPERATOR_TOKEN, else .stack/api-token)")
     p.add_argument("--sagas", type=int, default=20)
     p.add_argument("--within", type=float, default=180.0, help="seconds for every saga to end")
     p.add_argument("--rate", type=float, help="start at most this many sagas a second (default: at once)")
@@ -212,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.sagas < 1:
         p.error("--sagas must be at least 1")
-    workers = Workers(args.url or ["http://127.0.0.1:6066"])
+    workers = Workers(args.url or ["http://127.0.0.1:6066"], token=args.token)
     if not workers.wait_ready(60):
         print(f"no worker answers /health at {', '.join(workers.urls)}", file=sys.stderr)
         return 2
@@ -222,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = start_sagas(workers, args.sagas, f"itest-{uuid.uuid4().hex[:8]}", rate=args.rate)
     wait_ended(workers, run, args.within)
     print(f"({time.monotonic() - t0:.1f} s)")
+    if any(r.split(": ", 1)[-1].startswith(("401", "403")) for r in run.refused):
+        print("the workers refused the token (401/403): give one with the read and start roles "
+              "(--token, SAGA_TOKEN or OPERATOR_TOKEN)", file=sys.stderr)
     return 0 if report(run, expect) else 1
 
 

@@ -13,7 +13,8 @@
 #
 # Every *-up builds what it needs, starts the containers and waits, bounded, until every
 # orchestrator container answers /health; it exits non-zero, with the last log lines, if one
-# does not. *-down stops and removes the containers and keeps the data volumes (DATA=drop
+# does not. The orchestrator containers get OPERATOR_TOKEN, yours or the local one in
+# .stack/api-token (stack/token.sh), and the HTTP API's other token settings when set. *-down stops and removes the containers and keeps the data volumes (DATA=drop
 # deletes them too). Images: .env (written by `make images`), else the official ones.
 set -euo pipefail
 
@@ -68,6 +69,8 @@ wait_healthy() { # project expected-count
     fi
     say "$up orchestrator worker(s) up; HTTP API:"
     workers "$1" | sed 's/^/  /'
+    local first; first="$(workers "$1" | head -1 | cut -d' ' -f1)"
+    say "API token (every role): $TOKEN_FROM   e.g. curl -H \"Authorization: Bearer $TOKEN_FROM\" $first/api/v1/sagas"
     local c
     for c in prometheus grafana; do
         local id; id="$(docker ps -q --filter "label=com.docker.compose.project=$1" --filter "label=com.docker.compose.service=$c")"
@@ -134,6 +137,20 @@ except OSError as e:
 ' "$url" "$net"
     say "Pulsar answers at $url on network $net"
 }
+
+api_token() { # the workers' OPERATOR_TOKEN: yours, else the local one (stack/token.sh)
+    if [[ -n "${OPERATOR_TOKEN:-}" ]]; then
+        TOKEN_FROM='$OPERATOR_TOKEN'
+    else
+        TOKEN_FROM="\$(cat ${STACK_DIR:-$ROOT/.stack}/api-token)"
+    fi
+    OPERATOR_TOKEN="$("$ROOT/stack/token.sh")"
+    export OPERATOR_TOKEN
+}
+TOKEN_FROM='$OPERATOR_TOKEN'
+case "${1:-}" in
+    full-up|simple-up|shared-up) api_token ;;
+esac
 
 case "${1:-}" in
     full-up) ensure_images docker-compose.yml; PROFILES="$(monitoring)"; full up -d --build --scale "orchestrator=${WORKERS:-3}"; wait_healthy "$PROJECT" "${WORKERS:-3}" ;;

@@ -3,6 +3,8 @@
 # and (unless DEMO=0) a trickle of demo sagas in the background. Ctrl-C stops all three.
 # PARTICIPANTS=alpes: the Alpes services' simulators (HTTP on 5001 and 8001, Avro and JSON
 # topics) and the orchestrator's Alpes flow.
+# The HTTP API needs a bearer token: OPERATOR_TOKEN if you set one, else a local token
+# generated once into .stack/api-token (stack/token.sh); the worker and the demo get it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STACK_DIR="${STACK_DIR:-$ROOT/.stack}"
@@ -18,6 +20,14 @@ cleanup() {
     wait 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
+
+if [[ -n "${OPERATOR_TOKEN:-}" ]]; then
+    token_from='$OPERATOR_TOKEN'
+else
+    token_from="\$(cat ${STACK_DIR/#$ROOT\//}/api-token)"
+fi
+OPERATOR_TOKEN="$("$ROOT/stack/token.sh")"
+export OPERATOR_TOKEN
 
 export PARTICIPANTS="${PARTICIPANTS:-contract}"
 if [[ "$PARTICIPANTS" == alpes ]]; then
@@ -39,6 +49,10 @@ cat <<MSG
 ------------------------------------------------------------------------------------------
  saga orchestrator ($PARTICIPANTS participants): worker on http://127.0.0.1:$WEB_PORT   dashboard: /dashboard
  health: /health  /ready   a saga: /api/v1/saga/status/<id>   lists: /api/v1/sagas
+ API token (every role): $token_from   (README, "Security")
+   curl -H "Authorization: Bearer $token_from" http://127.0.0.1:$WEB_PORT/api/v1/sagas
+   SAGA_TOKEN=$token_from stack/uv.sh run python -m orchestrator sagas list
+   dashboard: http://127.0.0.1:$WEB_PORT/dashboard asks for it once (paste it there)
  participant simulators log: $STACK_DIR/logs/simulators.log     demo log: $STACK_DIR/logs/demo.log
  lifecycle events: make monitor     stack: make status / make logs     stop: Ctrl-C, then make dev-down
 ------------------------------------------------------------------------------------------

@@ -22,11 +22,15 @@ pytestmark = pytest.mark.stack
 FAST = {"SAGA_BACKOFF_S": "0.2", "SAGA_UNDO_MAX_ATTEMPTS": "2", "DEADLINE_TICK_S": "0.1"}
 
 
-def cli(worker: Worker, *args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "OPERATOR_TOKEN"}
+def cli(worker: Worker, *args: str, token: str | None = OPERATOR_TOKEN,
+        argv: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m orchestrator sagas --url <worker> ARGS` (or `python -m orchestrator ARGV`),
+    with `token` in SAGA_TOKEN (None: no token at all)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPERATOR_TOKEN", "SAGA_TOKEN")}
     if token is not None:
-        env["OPERATOR_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "orchestrator", "sagas", "--url", worker.url, *args],
+        env["SAGA_TOKEN"] = token
+    argv = argv if argv is not None else ["sagas", "--url", worker.url, *args]
+    return subprocess.run([sys.executable, "-m", "orchestrator", *argv],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -68,6 +72,11 @@ async def test_the_cli_lists_shows_and_operates_sagas(spawn, participants, taps,
     assert [r["saga_id"] for r in again] == [one[0]["saga_id"]]
     paged = cli(worker, "--json", "list", "--limit", "3")
     assert len(json.loads(paged.stdout)) == 3 and "--cursor" in paged.stderr
+    # Options after the command, or before `sagas`, as well as between.
+    for argv in (["sagas", "list", "--json", "--url", worker.url],
+                 ["--url", worker.url, "sagas", "list", "--json"]):
+        placed = cli(worker, argv=argv)
+        assert placed.returncode == 0 and len(json.loads(placed.stdout)) == 8, placed.stderr
 
     # Tables, needs attention, a saga's page.
     text = cli(worker, "list").stdout
@@ -84,18 +93,21 @@ async def test_the_cli_lists_shows_and_operates_sagas(spawn, participants, taps,
     history = json.loads(cli(worker, "--json", "history", saga_id).stdout)
     assert history[0]["to_status"] == "started" and history[-1]["to_status"] == "compensation_failed"
 
-    # Exit codes: not found 1, usage 2; retry needs the token.
+    # Exit codes: not found 1, usage 2; every call needs a token (refused: 1, saying why).
     assert cli(worker, "show", str(uuid.uuid4())).returncode == 1
     assert cli(worker, "list", "--status", "no-such-status").returncode == 2
     assert cli(worker, "list", "--limit", "0").returncode == 2
     assert cli(worker, "frobnicate").returncode == 2
-    no_token = cli(worker, "retry", saga_id)
-    assert no_token.returncode == 2 and "OPERATOR_TOKEN" in no_token.stderr
+    for args in (("retry", saga_id), ("list",), ("show", saga_id)):
+        no_token = cli(worker, *args, token=None)
+        assert no_token.returncode == 1 and "401" in no_token.stderr and "SAGA_TOKEN" in no_token.stderr
     wrong = cli(worker, "retry", saga_id, token="wrong-token-0123456789")
     assert wrong.returncode == 1 and "401" in wrong.stderr
-    retried = cli(worker, "retry", saga_id, token=OPERATOR_TOKEN)
+    given = cli(worker, "--token", "wrong-token-0123456789", "list", token=OPERATOR_TOKEN)
+    assert given.returncode == 1 and "401" in given.stderr  # --token wins over the environment
+    retried = cli(worker, "retry", saga_id)
     assert retried.returncode == 0 and "accepted" in retried.stdout, retried.stderr
-    assert cli(worker, "retry", str(uuid.uuid4()), token=OPERATOR_TOKEN).returncode == 1
+    assert cli(worker, "retry", str(uuid.uuid4())).returncode == 1
 
 
 @pytest.mark.parametrize("behaviour", [Behaviour(no_reply_alliance=1.0)], ids=["alianzas-silent"])
@@ -104,7 +116,7 @@ async def test_the_cli_cancels_a_live_saga(spawn, participants, taps, behaviour)
     await worker.wait_ready(timeout=60)
     await publish_partners(participants, 1)
     (row,) = await listed(worker, "--status", "alliance_creation_in_progress", at_least=1)
-    done = cli(worker, "cancel", row["saga_id"], "--reason", "operator said so", token=OPERATOR_TOKEN)
+    done = cli(worker, "cancel", row["saga_id"], "--reason", "operator said so")
     assert done.returncode == 0, done.stderr
     await taps["lifecycle"].wait_for(lambda t: len(ended(t)) == 1, 60, "the cancelled saga to end")
     shown = json.loads(cli(worker, "--json", "show", row["saga_id"]).stdout)

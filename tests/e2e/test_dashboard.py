@@ -1,7 +1,7 @@
-"""The dashboard in a real browser (Debian's Chromium, headless, driven by Selenium): live
+"""The dashboard in a real browser (Debian's Chromium, headless, driven by Selenium): the
+token it asks for at once (none, a wrong one, a read-only one, the operator's), live
 updates, filters, search, paging, a saga's page, the needs-attention queue with Retry and
-Cancel (with and without the operator token), live charts, a phone's width. Screenshots go
-to tests/e2e/screenshots/."""
+Cancel, live charts, a phone's width. Screenshots go to tests/e2e/screenshots/."""
 
 from __future__ import annotations
 
@@ -26,8 +26,13 @@ async def page() -> AsyncIterator[Page]:
     await p.close()
 
 
-async def opened(page: Page, worker: Worker) -> Page:
+READ_TOKEN = "dashboard-reader-token-0123456789"
+
+
+async def opened(page: Page, worker: Worker, token: str = OPERATOR_TOKEN) -> Page:
     await page.open(f"{worker.url}/dashboard")
+    # Nothing is shown without a token: the page asks for one at once.
+    assert "API token" in await page.answer_prompt(token)
     await page.until(
         "document.getElementById('status').textContent.startsWith('updated')", 30, "its first refresh"
     )
@@ -166,45 +171,56 @@ FAST = {"SAGA_BACKOFF_S": "0.2", "SAGA_UNDO_MAX_ATTEMPTS": "2", "DEADLINE_TICK_S
 async def test_needs_attention_and_retry_with_and_without_the_token(  # type: ignore[no-untyped-def]
     spawn, participants, taps, page, behaviour
 ) -> None:
-    worker = spawn(env=FAST)
+    worker = spawn(env={**FAST, "API_READ_TOKENS": READ_TOKEN})
     await worker.wait_ready(timeout=60)
     await publish_partners(participants, 3)
     await taps["lifecycle"].wait_for(lambda t: len(ended(t)) == 3, 60, "3 sagas to give up")
-    await opened(page, worker)
     attention = "Array.from(document.querySelectorAll('#attention tr.saga'))"
+    notice = "document.getElementById('notice').textContent"
+
+    await page.open(f"{worker.url}/dashboard")
+    assert "API token" in await page.answer_prompt(None)  # no token: dismissed, nothing shown
+    await page.until("document.getElementById('status').textContent === 'token needed'", 10,
+                     "that a token is needed")
+    assert "Enter token" in await page.js(f"return {notice}")
+    assert await page.js(f"return {attention}.length") == 0
+    assert await page.js("return document.getElementById('login').classList.contains('hidden')") is False
+    await page.click("#login")  # a wrong one: a 401, said plainly, forgotten, and asked again
+    await page.answer_prompt("not-the-token-0123456789")
+    again = await page.answer_prompt(OPERATOR_TOKEN)  # asked again, and right
+    assert "401" in again and "refused" in again
     await page.until(f"{attention}.length === 3", 20, "3 sagas needing attention")
     assert "gave up after 2 attempts" in await page.js(f"return {attention}[0].textContent")
-    button = "#attention tr.saga button"
+    assert await page.js("return sessionStorage.getItem('sagaApiToken')") == OPERATOR_TOKEN
 
-    await page.click(button)  # no token yet: asked for, and dismissed
-    assert "Operator token" in await page.answer_prompt(None)
-    await page.until(
-        "document.getElementById('notice').textContent.includes('no operator token')",
-        5,
-        "that nothing was sent",
-    )
-    await page.click(button)  # a wrong one: a 401, said plainly, and forgotten
-    await page.answer_prompt("not-the-token-0123456789")
-    await page.until("document.getElementById('notice').textContent.includes('401')", 10, "the 401")
-    assert "missing or wrong" in await page.js("return document.getElementById('notice').textContent")
-    await page.screenshot("attention-401")
-    await page.click(button)  # asked again, and right
-    await page.answer_prompt(OPERATOR_TOKEN)
-    await page.until(
-        "document.getElementById('notice').textContent.includes('accepted')", 10, "the retry accepted"
-    )
+    await page.click("#attention tr.saga button")  # the token is kept for the session: not asked
+    await page.until(f"{notice}.includes('accepted')", 10, "the retry accepted")
     before = participants.counts["revert_failed"]
     await taps["lifecycle"].wait_for(
         lambda t: sum(len(v) for v in ended(t).values()) >= 4, 60, "the retried saga to give up again"
     )
     assert participants.counts["revert_failed"] > before  # the retry really ran the undo again
-    # The token is kept for the session: the saga page's Retry does not ask again.
     await page.js("document.querySelector('#attention tr.saga').click()")
     await page.until("!document.getElementById('retry').disabled", 15, "a Retry button enabled")
+    raw = await page.js("return document.getElementById('raw').textContent")
+    assert '"nombre": "Partner' in raw and '@example.com' in raw  # the operator sees the partner
     await page.click("#retry")
-    await page.until(
-        "document.getElementById('notice').textContent.includes('accepted')", 10, "the second retry"
-    )
+    await page.until(f"{notice}.includes('accepted')", 10, "the second retry")
+
+    # A read-only token: the partner's personal data masked, Retry refused (403), said plainly.
+    await page.click("#logout")
+    await page.until("document.getElementById('status').textContent === 'token needed'", 10,
+                     "the token forgotten")
+    await page.click("#login")
+    await page.answer_prompt(READ_TOKEN)
+    await page.until("document.getElementById('raw').textContent.includes('\"nombre\": \"***\"')", 15,
+                     "the saga's state with the partner masked")
+    raw = await page.js("return document.getElementById('raw').textContent")
+    assert '"nombre": "Partner' not in raw and '"email": "p***@example.com"' in raw
+    await page.click("#retry")
+    await page.until(f"{notice}.includes('403')", 10, "the retry refused")
+    assert "operate" in await page.js(f"return {notice}")
+    await page.screenshot("attention-403")
 
     # A phone's width: the tables turn into labelled cards.
     await page.js("location.hash = '#/'")

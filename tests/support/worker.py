@@ -1,5 +1,7 @@
 """Orchestrator workers as real subprocesses (python -m orchestrator worker), one per
-datadir and web port, so tests can kill them (SIGKILL included) and start them again."""
+datadir and web port, so tests can kill them (SIGKILL included) and start them again.
+`get`/`post` send the worker's operator token unless told otherwise (`token=None`: a
+stranger; another token: a caller holding only its roles)."""
 
 from __future__ import annotations
 
@@ -21,10 +23,17 @@ import aiohttp
 
 from tests.support.stack import KAFKA_URL, PG_URL, PULSAR_URL
 
-__all__ = ["OPERATOR_TOKEN", "Names", "Worker", "free_port"]
+__all__ = ["AS_OPERATOR", "OPERATOR_TOKEN", "Names", "Worker", "free_port"]
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_TOKEN = "test-operator-token-0123456789"
+
+
+class _Operator:
+    """The default of `token=`: the worker's own operator token."""
+
+
+AS_OPERATOR = _Operator()
 
 
 def free_port() -> int:
@@ -100,8 +109,22 @@ class Worker:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def token(self) -> str:
+        """The operator token this worker was started with (every role)."""
+        return self.extra_env.get("OPERATOR_TOKEN", OPERATOR_TOKEN)
+
+    def auth(self, token: str | _Operator | None = AS_OPERATOR) -> dict[str, str]:
+        """The Authorization header of `token` (default the operator's; None: none)."""
+        if isinstance(token, _Operator):
+            token = self.token
+        return {} if token is None else {"Authorization": f"Bearer {token}"}
+
     def start(self) -> Worker:
-        env = {**os.environ, **self.names.env(), "DATADIR": str(self.datadir),
+        # The API's door as the test sets it: none of the caller's own token settings.
+        inherited = {k: v for k, v in os.environ.items()
+                     if not k.startswith(("API_", "OPERATOR_TOKEN", "SAGA_TOKEN"))}
+        env = {**inherited, **self.names.env(), "DATADIR": str(self.datadir),
                "WEB_PORT": str(self.port), **self.extra_env}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -139,20 +162,24 @@ class Worker:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    async def get(self, path: str) -> tuple[int, Any]:
+    async def get(self, path: str, *, token: str | _Operator | None = AS_OPERATOR,
+                  headers: dict[str, str] | None = None) -> tuple[int, Any]:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
-            async with s.get(self.url + path) as r:
+            async with s.get(self.url + path, headers={**self.auth(token), **(headers or {})}) as r:
                 body = await r.read()
                 return r.status, _json_or_text(body)
 
     async def post(self, path: str, body: Any = None, *, raw: bytes | None = None,
+                   token: str | _Operator | None = AS_OPERATOR,
                    headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """POST `body` as JSON (or `raw` bytes); `headers` win over the token's."""
         data: Any = raw if raw is not None else json.dumps(body).encode()
         if len(data) > 1024**2:
             data = io.BytesIO(data)  # aiohttp warns about large raw bytes
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
             async with s.post(self.url + path, data=data,
-                              headers={"Content-Type": "application/json", **(headers or {})}) as r:
+                              headers={"Content-Type": "application/json", **self.auth(token),
+                                       **(headers or {})}) as r:
                 return r.status, _json_or_text(await r.read())
 
     def kill(self, sig: int = signal.SIGKILL) -> None:

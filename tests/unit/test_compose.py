@@ -130,3 +130,13 @@ def test_the_scripts_expect_what_the_fault_harness_expects() -> None:
         assert sim.expected(saga_id) == {as_status[expected_end(saga_id, behaviour)]}
         seen |= sim.expected(saga_id)
     assert seen == {"completed", "compensated"}
+
+
+@pytest.mark.parametrize("file", ["docker-compose.yml", "docker-compose.shared-pulsar.yml"])
+def test_orchestrators_get_the_api_tokens_from_the_deployment_never_a_default_one(file: str) -> None:
+    env = resolved(file, "orchestrator")["environment"]
+    for var in ("OPERATOR_TOKEN", "API_READ_TOKENS", "API_START_TOKENS", "API_OPERATE_TOKENS"):
+        assert env[var] == f"${{{var}:-}}" and env[f"{var}_FILE"] == f"${{{var}_FILE:-}}"
+    assert defaults(env["API_AUTH"]) == "token"  # closed unless a token is given
+    deploy = (ROOT / "stack" / "deploy.sh").read_text()
+    assert "stack/token.sh" in deploy and "full-up|simple-up|shared-up) api_token" in deploy

@@ -1,0 +1,49 @@
+"""The partner's personal data as a reader without the `operate` role sees it: masked.
+
+`masked(doc)` is the one function that does it, for every JSON answer of the HTTP API to such
+a reader (orchestrator/auth.py applies it): a saga's state (live, snapshot or tombstone), the
+lists, the history. Standard library only; masking twice gives the same result.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from snapshots.store import PERSONAL_FIELDS
+
+__all__ = ["MASK", "PERSONAL_FIELDS", "mask_email", "masked"]
+
+MASK = "***"
+#: An email address inside free text (a participant's error quoted in a saga's `reason`).
+_EMAIL_IN_TEXT = re.compile(r"[^\s@,;:\"'<>()\[\]{}]+@[^\s@,;:\"'<>()\[\]{}]+")
+
+
+def mask_email(email: str) -> str:
+    """`ana@example.com` -> `a***@example.com`: the first character and the domain stay, so
+    that a reader can tell two partners apart and see whose mail server it is."""
+    local, at, domain = email.rpartition("@")
+    if not at or not local:
+        return MASK
+    return f"{local[0]}{MASK}@{domain}"
+
+
+def _mask_field(name: str, value: Any) -> Any:
+    if value is None or value == "":
+        return value  # nothing to hide; saying there is nothing is no personal data
+    if name == "email" and isinstance(value, str):
+        return mask_email(value)
+    return MASK  # whatever it holds, a string or not
+
+
+def masked(doc: Any) -> Any:
+    """A copy of `doc` (JSON: dicts, lists, strings, numbers) in which every personal field
+    (`nombre`, `email`, `telefono`, `direccion`), at any depth (a saga's `partner`, a command's
+    `data`), is masked, and every email address written inside another string is too."""
+    if isinstance(doc, dict):
+        return {k: _mask_field(k, v) if k in PERSONAL_FIELDS else masked(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [masked(v) for v in doc]
+    if isinstance(doc, str) and "@" in doc:
+        return _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)), doc)
+    return doc

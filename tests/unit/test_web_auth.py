@@ -1,0 +1,150 @@
+"""The worker's own views behind the middleware (no Kafka, no PostgreSQL: the saga table and
+the snapshot store are stand-ins): every /api route and /dashboard closed to strangers; a
+reader sees the partner's personal data masked in the status (live, snapshot, tombstone), the
+lists and the history; an operator sees it in clear; a start token starts but cannot read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from faust.exceptions import SameNode
+
+from orchestrator import auth, web_ops
+from orchestrator import web as views
+from orchestrator.app import app
+from orchestrator.auth import OPERATE, READ, START, Authority
+
+READER, STARTER, OPERATOR = "reader-token-0123456789", "starter-token-0123456789", "operator-token-0123456789"
+PARTNER = {"nombre": "Ana Pérez", "email": "ana.perez@example.com", "telefono": "+57 300 1234567",
+           "direccion": "Calle 1 # 2-3"}
+
+
+def _state(saga_id: str) -> dict[str, Any]:
+    return {"saga_id": saga_id, "status": "compensation_failed", "origin": "http", "correlation_id": "c-1",
+            "partner": dict(PARTNER), "reason": "no partner with email ana.perez@example.com", "version": 3,
+            "applied": [{"event_id": "e-1", "commands": [{"command_id": "k-1", "type": "CreatePartner",
+                                                          "destination": "integraciones", "attempt": 1,
+                                                          "data": dict(PARTNER)}]}]}
+
+
+class Store:
+    """The snapshot store's reads, with a partner's personal data in them."""
+
+    async def get(self, saga_id: str) -> dict[str, Any] | None:
+        return _state(saga_id) if saga_id == "snap" else None
+
+    async def list(self, **_: Any) -> tuple[list[dict[str, Any]], None]:
+        return [{"saga_id": "s-1", "status": "failed", "partner_id": "p-1",
+                 "reason": "HTTP 409, and no partner with email ana.perez@example.com"}], None
+
+    async def attention(self, **_: Any) -> list[dict[str, Any]]:
+        return (await self.list())[0]
+
+    async def counts(self) -> dict[str, int]:
+        return {"failed": 1}
+
+    async def history(self, saga_id: str) -> list[dict[str, Any]]:
+        return [{"version": 1, "seq": 0, "from_status": None, "to_status": "started",
+                 "event_type": "StartSaga", "event_id": "e-1", "at": "2026-01-01T00:00:00+00:00"}]
+
+
+class Table:
+    name = "sagas"
+
+    def get(self, saga_id: str) -> bytes | None:
+        if saga_id == "live":
+            return json.dumps(_state("live")).encode()
+        if saga_id == "tomb":
+            return json.dumps({"tombstone": True, "saga_id": "tomb", "status": "completed"},
+                              separators=(",", ":")).encode()
+        return None
+
+
+@pytest.fixture
+async def client(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    async def same_node(*_: Any) -> None:
+        raise SameNode()
+
+    monkeypatch.setattr(views, "STORE", Store())
+    monkeypatch.setattr(web_ops, "STORE", Store())
+    monkeypatch.setattr(views, "sagas", Table())
+    monkeypatch.setattr(app.router, "route_req", same_node)
+    # The worker's own routes and views, behind a middleware with the test's tokens.
+    front = web.Application(middlewares=[auth.middleware(Authority(
+        {READER: [READ], STARTER: [START], OPERATOR: [READ, START, OPERATE]}))])
+    for route in app.web.web_app.router.routes():
+        if route.method != "HEAD" and route.resource is not None:
+            front.router.add_route(route.method, route.resource.canonical, route.handler)
+    async with TestClient(TestServer(front)) as c:
+        yield c
+
+
+READS = ["/api/v1/saga/status/live", "/api/v1/saga/status/snap", "/api/v1/saga/status/tomb",
+         "/api/v1/sagas", "/api/v1/saga/active", "/api/v1/sagas/attention", "/api/v1/sagas/counts",
+         "/api/v1/sagas/s-1/history", "/dashboard"]
+POSTS = ["/api/v1/saga/partner-creation", "/api/v1/sagas/s-1/retry", "/api/v1/sagas/s-1/cancel"]
+
+
+def _has_personal_data(text: str) -> bool:
+    return any(v in text for v in PARTNER.values())
+
+
+async def test_strangers_are_refused_everywhere_and_told_nothing(client: TestClient[Any, Any]) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}):
+        for method, path in [("GET", p) for p in READS] + [("POST", p) for p in POSTS]:
+            r = await client.request(method, path, headers=headers, json={"nombre": "x", "email": "x@y"})
+            text = await r.text()
+            assert r.status == 401, (method, path, text)
+            assert not _has_personal_data(text) and set(json.loads(text)) <= {"error", "hint"}
+
+
+async def test_a_reader_sees_masked_personal_data_everywhere(client: TestClient[Any, Any]) -> None:
+    for path in READS[:-1]:
+        r = await client.get(path, headers={"Authorization": f"Bearer {READER}"})
+        text = await r.text()
+        assert r.status == 200, (path, text)
+        assert not _has_personal_data(text), (path, text)
+    r = await client.get("/api/v1/saga/status/live", headers={"Authorization": f"Bearer {READER}"})
+    body = await r.json()
+    assert body["source"] == "live" and body["partner"]["email"] == "a***@example.com"
+    assert body["commands"] == [{"event_id": "e-1", "command_id": "k-1", "type": "CreatePartner",
+                                 "destination": "integraciones", "attempt": 1}]
+    r = await client.get("/api/v1/saga/status/snap", headers={"Authorization": f"Bearer {READER}"})
+    assert (await r.json())["source"] == "snapshot"
+    r = await client.get("/api/v1/saga/status/tomb", headers={"Authorization": f"Bearer {READER}"})
+    assert (await r.json())["source"] == "tombstone"
+    for path in POSTS:
+        r = await client.post(path, headers={"Authorization": f"Bearer {READER}"}, json={})
+        assert r.status == 403 and not _has_personal_data(await r.text())
+
+
+async def test_an_operator_sees_it_in_clear(client: TestClient[Any, Any]) -> None:
+    for path, field in (("/api/v1/saga/status/live", "partner"), ("/api/v1/saga/status/snap", "partner")):
+        r = await client.get(path, headers={"Authorization": f"Bearer {OPERATOR}"})
+        assert (await r.json())[field] == PARTNER
+    r = await client.get("/api/v1/sagas", headers={"Authorization": f"Bearer {OPERATOR}"})
+    assert "ana.perez@example.com" in (await r.json())["sagas"][0]["reason"]
+
+
+async def test_a_start_token_cannot_read(client: TestClient[Any, Any]) -> None:
+    for path in READS:
+        r = await client.get(path, headers={"Authorization": f"Bearer {STARTER}"})
+        assert r.status == 403, path
+    for path in POSTS[1:]:
+        r = await client.post(path, headers={"Authorization": f"Bearer {STARTER}"}, json={})
+        assert r.status == 403, path
+    # Past the door, the start view itself answers (here: a body it refuses, before Kafka).
+    r = await client.post(POSTS[0], headers={"Authorization": f"Bearer {STARTER}"}, json={"nombre": ""})
+    assert r.status == 422
+
+
+async def test_probes_stay_open(client: TestClient[Any, Any]) -> None:
+    r = await client.get("/health")
+    assert r.status == 200 and await r.json() == {"status": "ok", "service": "saga-orchestrator"}
+    r = await client.get("/metrics")
+    assert r.status == 200 and "saga_" in await r.text()
