@@ -199,7 +199,7 @@ async def _at_tombstone(event: EventT[bytes], envelope: SagaEnvelope, raw: bytes
     dead-lettered as a duplicate of the finished saga, with the reason."""
     tomb = Tombstone.model_validate_json(raw)
     ev = envelope.event
-    verdict = on_tombstone(tomb, ev, time.time(), cfg.saga_dedupe_horizon_s)
+    verdict = on_tombstone(tomb, ev, time.time(), cfg.saga_dedupe_horizon_s, by_key=envelope.by_partner)
     METRICS.inc("events_at_tombstone_total", type=ev.type, verdict=verdict.kind)
     if verdict.kind == "duplicate":
         original, origin = _as_received(event, envelope)

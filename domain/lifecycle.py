@@ -111,8 +111,13 @@ class TombstoneVerdict:
     tombstone: Tombstone | None = None
 
 
-def on_tombstone(tomb: Tombstone, event: SagaEvent, now: float, horizon_s: float) -> TombstoneVerdict:
-    if tomb.current is not None:
+def on_tombstone(tomb: Tombstone, event: SagaEvent, now: float, horizon_s: float, *,
+                 by_key: bool = False) -> TombstoneVerdict:
+    """`by_key`: the event reached this id by its business key (a participant's event naming
+    only the partner), not by naming this saga: it may belong to the key's newer saga. An
+    event that names this saga (an operator's request, a deadline, a reply echoing its id)
+    is never passed on to another one."""
+    if tomb.current is not None and (by_key or opens_saga(event)):
         return TombstoneVerdict("pass_on", f"saga {tomb.saga_id} ended; its key's newer saga is "
                                            f"{tomb.current}", saga_id=tomb.current)
     ended = f"saga {tomb.saga_id} ended {tomb.status} and was retained"

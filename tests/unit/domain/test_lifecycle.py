@@ -63,8 +63,12 @@ def test_a_start_after_the_horizon_opens_the_next_generation_under_a_new_id() ->
     assert v.saga_id == ids.saga_id_generation(first_id, 2) != first_id
     assert v.tombstone is not None and v.tombstone.current == v.saga_id
     assert v.tombstone.version == tomb.version + 1
-    # Later events reaching the first id go on to the newer saga.
+    # Later starts, and events reaching the first id by the business key, go on to the newer
+    # saga; what names the ended saga itself (an operator's retry, a deadline) does not.
     assert on_tombstone(v.tombstone, k.start("x"), 0.0, HORIZON).kind == "pass_on"
+    assert on_tombstone(v.tombstone, k.alliance_created(), 0.0, HORIZON, by_key=True).kind == "pass_on"
+    assert on_tombstone(v.tombstone, k.retry_requested(), 0.0, HORIZON).kind == "duplicate"
+    assert on_tombstone(v.tombstone, k.alliance_created(), 0.0, HORIZON).kind == "duplicate"
     # The second generation's own tombstone opens the third, from the same first id.
     assert v.saga_id is not None
     second = bury(ended("failed", saga_id=v.saga_id, generation=2), k.T0)

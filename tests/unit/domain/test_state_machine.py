@@ -259,7 +259,7 @@ class SagaMachine(RuleBasedStateMachine):
         assert tomb is not None
         v = on_tombstone(tomb, event, self.now, HORIZON)
         self.last = None
-        if tomb.current is not None:
+        if tomb.current is not None and opens_saga(event):
             assert (v.kind, v.saga_id) == ("pass_on", tomb.current), v
         elif not opens_saga(event) or self.now < tomb.ended_at + HORIZON:
             assert v.kind == "duplicate" and v.saga_id is None and v.tombstone is None, v
@@ -410,7 +410,7 @@ class SagaMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.old_tombs)
     @rule(back=st.integers(0, 3))
     def event_reaches_an_older_generation(self, back: int) -> None:
-        """Whatever reaches an earlier generation's id goes on to the newer saga."""
+        """A start that reaches an earlier generation's id goes on to the newer saga."""
         tomb = self.old_tombs[-1 - back % len(self.old_tombs)]
         v = on_tombstone(tomb, self.opener(tomb.saga_id), self.now, HORIZON)
         i = self.saga_ids.index(tomb.saga_id)
