@@ -14,7 +14,8 @@
 # Every *-up builds what it needs, starts the containers and waits, bounded, until every
 # orchestrator container answers /health; it exits non-zero, with the last log lines, if one
 # does not. The orchestrator containers get OPERATOR_TOKEN, yours or the local one in
-# .stack/api-token (stack/token.sh), and the HTTP API's other token settings when set. *-down stops and removes the containers and keeps the data volumes (DATA=drop
+# .stack/api-token (stack/token.sh), and the HTTP API's other token settings when set.
+# *-down stops and removes the containers and keeps the data volumes (DATA=drop
 # deletes them too). Images: .env (written by `make images`), else the official ones.
 set -euo pipefail
 
@@ -69,7 +70,7 @@ wait_healthy() { # project expected-count
     fi
     say "$up orchestrator worker(s) up; HTTP API:"
     workers "$1" | sed 's/^/  /'
-    local first; first="$(workers "$1" | head -1 | cut -d' ' -f1)"
+    local first; first="$(workers "$1" | sed -n '1s/ .*//p')"  # sed reads it all: no SIGPIPE
     say "API token (every role): $TOKEN_FROM   e.g. curl -H \"Authorization: Bearer $TOKEN_FROM\" $first/api/v1/sagas"
     local c
     for c in prometheus grafana; do

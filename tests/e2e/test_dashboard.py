@@ -217,6 +217,8 @@ async def test_needs_attention_and_retry_with_and_without_the_token(  # type: ig
                      "the saga's state with the partner masked")
     raw = await page.js("return document.getElementById('raw').textContent")
     assert '"nombre": "Partner' not in raw and '"email": "p***@example.com"' in raw
+    # The saga's page is drawn again with the new token: click once its Retry is enabled.
+    await page.until("!document.getElementById('retry').disabled", 15, "a Retry button enabled")
     await page.click("#retry")
     await page.until(f"{notice}.includes('403')", 10, "the retry refused")
     assert "operate" in await page.js(f"return {notice}")
