@@ -71,6 +71,21 @@ def _run(names: Names, command: str) -> str:
     return run.stdout
 
 
+async def _drop_changelogs(names: Names) -> None:
+    """The cluster loses the table changelogs (deleted, and gone from the topic list)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
+    await admin.start()
+    try:
+        changelogs = [f"{names.app_id}-{t}-changelog" for t in ("sagas", "partner-sagas")]
+        await admin.delete_topics(changelogs)
+        for _ in range(100):
+            if not set(changelogs) & set(await admin.list_topics()):
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
 async def test_snapshots_equal_the_tables_also_after_postgres_was_down_20s(
         spawn, participants, taps, names) -> None:  # type: ignore[no-untyped-def]
     worker = spawn()
@@ -144,17 +159,7 @@ async def test_rebuild_and_restore(spawn, participants, taps, names) -> None:  #
 
     # Restore: the cluster lost the changelogs; the tables come back from the snapshots.
     worker.kill()
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-    await admin.start()
-    try:
-        changelogs = [f"{names.app_id}-{t}-changelog" for t in ("sagas", "partner-sagas")]
-        await admin.delete_topics(changelogs)
-        for _ in range(100):
-            if not set(changelogs) & set(await admin.list_topics()):
-                break
-            await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
+    await _drop_changelogs(names)
     assert "100 sagas restored" in _run(names, "restore")
     fresh = spawn("b")  # a new worker, empty datadir: its tables come from the restored changelogs
     await fresh.wait_ready(timeout=60)
@@ -240,17 +245,7 @@ async def test_retained_sagas_stay_retained_through_rebuild_and_restore(
     # Restore: the changelogs lost, written again from the snapshots: each retained saga as
     # its tombstone (before: restore failed, a snapshot without personal data is no saga state).
     worker.kill()
-    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA)
-    await admin.start()
-    try:
-        changelogs = [f"{names.app_id}-{t}-changelog" for t in ("sagas", "partner-sagas")]
-        await admin.delete_topics(changelogs)
-        for _ in range(100):
-            if not set(changelogs) & set(await admin.list_topics()):
-                break
-            await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
+    await _drop_changelogs(names)
     assert "20 sagas restored" in _run(names, "restore")
     table = await _changelog(f"{names.app_id}-sagas-changelog")
     assert set(table) == sagas
