@@ -101,8 +101,11 @@ class PulsarLink:
     """`schemas`: topic (full name) -> the schema its producer registers; other topics' producers
     register none."""
 
-    def __init__(self, service_url: str, schemas: Mapping[str, pulsar.schema.Schema] | None = None) -> None:
+    def __init__(self, service_url: str, schemas: Mapping[str, pulsar.schema.Schema] | None = None,
+                 client_options: Mapping[str, Any] | None = None) -> None:
         self.service_url = service_url
+        #: TLS trust, host name verification, authentication (Settings.pulsar_client_options)
+        self.client_options = dict(client_options or {})
         self.schemas: dict[str, pulsar.schema.Schema] = dict(schemas or {})
         self._client: apulsar.Client | None = None
         self._producers: dict[str, apulsar.Producer] = {}
@@ -116,6 +119,7 @@ class PulsarLink:
                 operation_timeout_seconds=10,
                 connection_timeout_ms=5000,
                 logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
+                **self.client_options,
             )
         return self._client
 

@@ -46,18 +46,21 @@ from wire.cloudevents import Inbound, WireError, decode_inbound
 from wire.internal import PartnerRouted, SagaEnvelope
 from wire.routing import first_hop
 
-__all__ = ["INBOUND_TOPICS", "LINK", "SUBSCRIBED", "pump", "route"]
+__all__ = ["INBOUND_TOPICS", "LINK", "SUBSCRIBED", "SUBSCRIBE_ERRORS", "pump", "route"]
 
 log = logging.getLogger(__name__)
 #: The worker's Pulsar client and producers. A producer to integraciones' command topic
 #: registers the service's Avro schema (the command is Avro-encoded by wire.alpes).
-LINK = PulsarLink(cfg.broker_url, schemas={
+LINK = PulsarLink(cfg.broker_url, client_options=cfg.pulsar_client_options(), schemas={
     cfg.pulsar_topic(cfg.alpes_comando_crear_partner_topic): avro_schema(COMANDO_CREAR_PARTNER_DEFINITION),
 })
 #: A pump that ran this long before failing had been healthy: its restart waits start over.
 HEALTHY_S = 60.0
 #: Pulsar topics whose consumer is subscribed right now (reported by GET /ready).
 SUBSCRIBED: set[str] = set()
+#: Why a topic's consumer is not subscribed, while it is not (the Pulsar error's name, e.g.
+#: AuthorizationError for a token whose role lost its permission): GET /ready reports it.
+SUBSCRIBE_ERRORS: dict[str, str] = {}
 
 
 #: The Alpes services' topics and how each is read (PARTICIPANTS=alpes); every other topic
@@ -134,15 +137,20 @@ async def _settle(consumer: Any, msg: pulsar.Message, written: Awaitable[RecordM
 
 
 async def pump(topic: str) -> None:
-    consumer = await LINK.client.subscribe(
-        topic, cfg.subscription,
-        consumer_type=pulsar.ConsumerType.Shared,
-        initial_position=pulsar.InitialPosition.Earliest,
-        receiver_queue_size=1000,
-        negative_ack_redelivery_delay_ms=1000,
-    )
+    try:
+        consumer = await LINK.client.subscribe(
+            topic, cfg.subscription,
+            consumer_type=pulsar.ConsumerType.Shared,
+            initial_position=pulsar.InitialPosition.Earliest,
+            receiver_queue_size=1000,
+            negative_ack_redelivery_delay_ms=1000,
+        )
+    except Exception as exc:
+        SUBSCRIBE_ERRORS[topic] = type(exc).__name__
+        raise
     log.info("bridge: consuming %s (subscription %s)", topic, cfg.subscription)
     SUBSCRIBED.add(topic)
+    SUBSCRIBE_ERRORS.pop(topic, None)
     slots = asyncio.Semaphore(cfg.bridge_max_in_flight)
     pending: set[asyncio.Task[None]] = set()
     try:

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
 from orchestrator.cli import main as sagas
 from orchestrator.cli import sagas_argv
 from orchestrator.config import ConfigError, load_settings
-from orchestrator.preflight import check_reachable, ensure_topics
+from orchestrator.preflight import check_access
 
 
 def main() -> None:
@@ -21,9 +20,8 @@ def main() -> None:
         cfg = load_settings()
         cfg.install_event_loop()
         if len(sys.argv) > 1 and sys.argv[1] == "worker":
-            warnings = check_reachable(cfg)
             cfg.datadir.mkdir(parents=True, exist_ok=True)
-            asyncio.run(ensure_topics(cfg))
+            warnings = check_access(cfg)  # each service as the worker speaks to it; creates the topics
             from orchestrator.auth import Authority
 
             warnings += Authority.from_settings(cfg).warnings()

@@ -13,7 +13,18 @@ from orchestrator import auth
 from orchestrator.config import Settings, settings
 from orchestrator.kafka_transport import SagaApp, SagaEvent
 
-__all__ = ["app", "cfg", "create_app", "page"]
+__all__ = ["app", "cfg", "create_app", "kafka_credentials", "page"]
+
+
+def kafka_credentials(cfg: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """Faust's form of KAFKA_SECURITY_PROTOCOL and its credentials (None: PLAINTEXT)."""
+    context = cfg.kafka_ssl_context()
+    if cfg.kafka_security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(username=cfg.kafka_sasl_username, password=cfg.kafka_password(),
+                                     ssl_context=context, mechanism=cfg.kafka_sasl_mechanism)
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
 
 
 def create_app(cfg: Settings) -> faust.App:
@@ -24,6 +35,9 @@ def create_app(cfg: Settings) -> faust.App:
         # FAUST_*; everything below comes from our own validated settings.
         env_prefix="FAUST_",
         broker=cfg.kafka_broker_url,
+        # SASL_SSL / SSL / SASL_PLAINTEXT (README, "Security"): every Kafka client Faust makes
+        # (consumer, producer, the topic creation's) uses these.
+        broker_credentials=kafka_credentials(cfg),
         store=cfg.table_store,
         topic_partitions=cfg.topic_partitions,
         topic_replication_factor=cfg.topic_replication_factor,

@@ -9,13 +9,16 @@ see `load_settings`.
 from __future__ import annotations
 
 import re
+import ssl
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.security import kafka_client_options, pulsar_client_options, read_secret, ssl_context
 
 __all__ = ["API_ROLES", "MIN_TOKEN_LENGTH", "ConfigError", "Settings", "load_settings", "settings"]
 
@@ -150,6 +153,28 @@ class Settings(BaseSettings):
     # wait behind a fetch of the quiet ones (orchestrator/kafka_transport.py).
     fetch_max_wait_ms: int = Field(50, alias="KAFKA_FETCH_MAX_WAIT_MS", ge=1, le=30_000)
 
+    # Brokers and database over TLS, with credentials (README, "Security"). Every secret is
+    # given inline or, preferred, as a file (*_FILE: a Docker or Kubernetes secret).
+    kafka_security_protocol: str = Field("PLAINTEXT", alias="KAFKA_SECURITY_PROTOCOL",
+                                         pattern=r"^(PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL)$")
+    kafka_sasl_mechanism: str = Field("SCRAM-SHA-512", alias="KAFKA_SASL_MECHANISM",
+                                      pattern=r"^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$")
+    kafka_sasl_username: str | None = Field(None, alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: str | None = Field(None, alias="KAFKA_SASL_PASSWORD", repr=False)
+    kafka_sasl_password_file: Path | None = Field(None, alias="KAFKA_SASL_PASSWORD_FILE")
+    kafka_ssl_cafile: Path | None = Field(None, alias="KAFKA_SSL_CAFILE")  # None: the system's CAs
+    kafka_ssl_certfile: Path | None = Field(None, alias="KAFKA_SSL_CERTFILE")  # a client certificate (mTLS)
+    kafka_ssl_keyfile: Path | None = Field(None, alias="KAFKA_SSL_KEYFILE")
+    # Pulsar: TLS is BROKER_URL=pulsar+ssl://...; these say whom to trust and who we are.
+    pulsar_tls_trust_certs_file: Path | None = Field(None, alias="PULSAR_TLS_TRUST_CERTS_FILE")
+    pulsar_tls_hostname_verification: bool = Field(True, alias="PULSAR_TLS_HOSTNAME_VERIFICATION")
+    pulsar_auth_token: str | None = Field(None, alias="PULSAR_AUTH_TOKEN", repr=False)
+    pulsar_auth_token_file: Path | None = Field(None, alias="PULSAR_AUTH_TOKEN_FILE")
+    # PostgreSQL: TLS through DATABASE_URL's own parameters (sslmode=verify-full&sslrootcert=...);
+    # the password here keeps it out of the URL.
+    database_password: str | None = Field(None, alias="DATABASE_PASSWORD", repr=False)
+    database_password_file: Path | None = Field(None, alias="DATABASE_PASSWORD_FILE")
+
     # The worker's web server (table views, health).
     web_host: str = Field("127.0.0.1", alias="WEB_HOST")  # advertised to other workers
     web_bind: str | None = Field(None, alias="WEB_BIND")  # interface to listen on (default WEB_HOST)
@@ -229,6 +254,52 @@ class Settings(BaseSettings):
         if v is not None:
             read_token_file(v)  # readable, and every token in it valid: checked at start-up
         return v
+
+    @field_validator("kafka_sasl_username", "kafka_sasl_password", "kafka_sasl_password_file",
+                     "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+                     "pulsar_tls_trust_certs_file", "pulsar_auth_token", "pulsar_auth_token_file",
+                     "database_password", "database_password_file", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v  # a compose file's ${VAR:-}
+
+    @field_validator("kafka_sasl_password_file", "pulsar_auth_token_file", "database_password_file")
+    @classmethod
+    def _secret_file(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            read_secret(v)  # readable and not empty: checked at start-up
+        return v
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+                     "pulsar_tls_trust_certs_file")
+    @classmethod
+    def _readable_file(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            try:
+                with v.open("rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"cannot read {v}: {exc.strerror or exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _credentials_complete(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_"):
+            if not self.kafka_sasl_username:
+                raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                                 "needs KAFKA_SASL_USERNAME")
+            if not (self.kafka_sasl_password or self.kafka_sasl_password_file):
+                raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                                 "KAFKA_SASL_PASSWORD_FILE (or KAFKA_SASL_PASSWORD)")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("KAFKA_SSL_KEYFILE needs KAFKA_SSL_CERTFILE")
+        if self.kafka_ssl_certfile:
+            try:
+                ssl_context(self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError("KAFKA_SSL_CERTFILE/KEYFILE: cannot load the client certificate: "
+                                 f"{exc}") from None
+        return self
 
     @field_validator("broker_url")
     @classmethod
@@ -313,6 +384,47 @@ class Settings(BaseSettings):
     def pulsar_topic(self, name: str) -> str:
         return name if "://" in name else f"persistent://public/default/{name}"
 
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for Kafka (None for PLAINTEXT and SASL_PLAINTEXT)."""
+        if self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        return ssl_context(self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+
+    def kafka_password(self) -> str | None:
+        if self.kafka_sasl_password_file is not None:
+            return read_secret(self.kafka_sasl_password_file)
+        return self.kafka_sasl_password
+
+    def kafka_client_options(self) -> dict[str, Any]:
+        """Keyword arguments for the aiokafka clients that are not Faust's (preflight, the
+        snapshot mirror and tools): the same security as the Faust app's."""
+        return kafka_client_options(self.kafka_security_protocol, mechanism=self.kafka_sasl_mechanism,
+                                    username=self.kafka_sasl_username, password=self.kafka_password(),
+                                    context=self.kafka_ssl_context())
+
+    def pulsar_client_options(self) -> dict[str, Any]:
+        """Keyword arguments for `pulsar.Client` / `pulsar.asyncio.Client`."""
+        return pulsar_client_options(trust_certs_file=self.pulsar_tls_trust_certs_file,
+                                     hostname_verification=self.pulsar_tls_hostname_verification,
+                                     token=self.pulsar_auth_token, token_file=self.pulsar_auth_token_file)
+
+    def database_password_value(self) -> str | None:
+        """The password for DATABASE_URL's user when it is not in the URL (None: the URL's,
+        libpq's PGPASSWORD or ~/.pgpass)."""
+        if self.database_password_file is not None:
+            return read_secret(self.database_password_file)
+        return self.database_password
+
+    def insecure_warnings(self) -> list[str]:
+        """Lines for the start-up log: credentials that would travel in clear."""
+        out = []
+        if self.kafka_security_protocol == "SASL_PLAINTEXT":
+            out.append("KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT: the Kafka password and data travel "
+                       "unencrypted; use SASL_SSL")
+        if (self.pulsar_auth_token or self.pulsar_auth_token_file) and self.broker_url.startswith("pulsar://"):
+            out.append("PULSAR_AUTH_TOKEN over pulsar:// travels unencrypted; use pulsar+ssl://")
+        return out
+
     @property
     def kafka_bootstrap(self) -> str:
         """host:port[,host:port] for clients that are not Faust."""
@@ -328,9 +440,12 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = first.get("loc", ("?",))[0]
-        alias = Settings.model_fields[str(field)].alias if str(field) in Settings.model_fields else field
         msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        loc = first.get("loc") or ()
+        if not loc:  # a check across settings: its message names them
+            raise ConfigError(f"configuration error: {msg}") from None
+        field = loc[0]
+        alias = Settings.model_fields[str(field)].alias if str(field) in Settings.model_fields else field
         raise ConfigError(f"configuration error: {alias}: {msg}") from None
 
 

@@ -24,7 +24,8 @@ _MARK = {"SagaStarted": "->", "SagaCompleted": "OK", "SagaCompensated": "<-", "S
 async def _run() -> None:
     cfg = load_settings()
     check_pulsar(cfg)
-    client = apulsar.Client(cfg.broker_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    client = apulsar.Client(cfg.broker_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+                            **cfg.pulsar_client_options())
     consumer = await client.subscribe(cfg.pulsar_topic(cfg.lifecycle_topic), f"monitor-{uuid.uuid4()}",
                                       consumer_type=pulsar.ConsumerType.Exclusive,
                                       initial_position=pulsar.InitialPosition.Latest)

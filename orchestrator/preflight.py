@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import ssl
+from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator.config import ConfigError, Settings, redact
+from snapshots.errors import postgres_refusal
 
-__all__ = ["check_pulsar", "check_reachable"]
+__all__ = ["check_access", "check_pulsar", "check_reachable"]
 
 
 def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
@@ -36,12 +40,7 @@ def check_reachable(cfg: Settings) -> list[str]:
         if not _reachable(host, port):
             raise ConfigError(f"cannot reach {name}={redact(url)} ({host}:{port}): is the stack up? "
                               "run `make dev-up`")
-    warnings = []
-    db = urlsplit(cfg.database_url)
-    if not _reachable(db.hostname or "localhost", db.port or 5432):
-        warnings.append(f"DATABASE_URL {db.hostname}:{db.port or 5432} unreachable: "
-                        "snapshots wait until it returns")
-    return warnings
+    return []  # PostgreSQL: check_postgres
 
 
 def kafka_topics(cfg: Settings) -> dict[str, dict[str, str]]:
@@ -61,9 +60,15 @@ async def ensure_topics(cfg: Settings) -> None:
     that exists with another partition count is refused: tables would route wrongly.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+    from aiokafka.errors import (
+        ClusterAuthorizationFailedError,
+        KafkaError,
+        TopicAlreadyExistsError,
+        TopicAuthorizationFailedError,
+    )
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap, request_timeout_ms=10000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap, request_timeout_ms=10000,
+                                **cfg.kafka_client_options())
     try:
         await admin.start()
         wanted = kafka_topics(cfg)
@@ -84,7 +89,164 @@ async def ensure_topics(cfg: Settings) -> None:
                 raise ConfigError(
                     f"Kafka topic {t['topic']} has {n} partitions but TOPIC_PARTITIONS is "
                     f"{cfg.topic_partitions}: use the same count, or a new APP_ID")
+    except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
+        who = f" to {cfg.kafka_sasl_username}" if cfg.kafka_sasl_username else ""
+        raise ConfigError(f"Kafka at {cfg.kafka_bootstrap}: the ACLs refuse the topics {cfg.app_id}-*{who} "
+                          f"({type(exc).__name__}): grant the worker's principal its topics, prefixed "
+                          f"{cfg.app_id!r} (README, Security)") from None
     except KafkaError as exc:
         raise ConfigError(f"cannot prepare Kafka topics at {cfg.kafka_bootstrap}: {exc!r}") from None
     finally:
         await admin.close()
+
+
+# ---------------------------------------------------------------- credentials and TLS
+# Each service is asked once, the way the worker will speak to it, before Faust starts: a wrong
+# password, an untrusted certificate, a refused ACL or token stops the worker with one line
+# naming the service and the reason (TROUBLESHOOTING.md has each one with its fix).
+
+def _tls_reason(exc: BaseException, trust: str, protocol: str) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message}): check {trust}"
+    text = str(exc)
+    if isinstance(exc, ssl.SSLEOFError) or "WRONG_VERSION_NUMBER" in text or "UNEXPECTED_EOF" in text:
+        return f"no TLS answer there (a plaintext listener?): check {protocol}"
+    return f"TLS handshake failed ({text}): check {trust}"
+
+
+def check_tls(service: str, host: str, port: int, context: ssl.SSLContext, *, trust: str,
+              protocol: str) -> None:
+    """Raise ConfigError naming `service` when a TLS handshake with host:port fails (an
+    untrusted or mismatched certificate, or a server that does not speak TLS there); `trust`
+    and `protocol` name the settings to check for each."""
+    try:
+        with socket.create_connection((host, port), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname=host):
+            return
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{service} at {host}:{port}: {_tls_reason(exc, trust, protocol)}") from None
+    except (TimeoutError, ConnectionResetError, BrokenPipeError):
+        raise ConfigError(f"{service} at {host}:{port}: no TLS answer there (a plaintext listener?): "
+                          f"check {protocol}") from None
+    except OSError as exc:
+        raise ConfigError(f"{service} at {host}:{port}: cannot connect ({exc.strerror or exc})") from None
+
+
+async def check_kafka(cfg: Settings) -> None:
+    """One connection as the worker makes them (TLS, SASL), then what its ACLs must allow: the
+    topics (ensure_topics) and the consumer group."""
+    from aiokafka import errors as kerr
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.conn import create_conn
+
+    first = cfg.kafka_bootstrap.split(",")[0]
+    host, port = first.rsplit(":", 1)
+    context = cfg.kafka_ssl_context()
+    if context is not None:
+        check_tls("Kafka", host, int(port), context, trust="KAFKA_SSL_CAFILE",
+                  protocol="KAFKA_SECURITY_PROTOCOL")
+    opts = cfg.kafka_client_options()
+    user = f" as {cfg.kafka_sasl_username}" if cfg.kafka_sasl_username else ""
+    try:
+        conn = await asyncio.wait_for(create_conn(
+            host, int(port), request_timeout_ms=10000, ssl_context=opts.get("ssl_context"),
+            security_protocol=opts["security_protocol"], sasl_mechanism=opts.get("sasl_mechanism", "PLAIN"),
+            sasl_plain_username=opts.get("sasl_plain_username"),
+            sasl_plain_password=opts.get("sasl_plain_password")), timeout=15)
+        conn.close()
+    except (kerr.AuthenticationFailedError, kerr.SaslAuthenticationFailed) as exc:
+        raise ConfigError(f"Kafka at {first} refused the credentials{user} ({cfg.kafka_sasl_mechanism}): "
+                          f"{_first_line(exc)}: check KAFKA_SASL_USERNAME and "
+                          "KAFKA_SASL_PASSWORD_FILE") from None
+    except kerr.UnsupportedSaslMechanismError as exc:
+        raise ConfigError(f"Kafka at {first} does not offer {cfg.kafka_sasl_mechanism}: {_first_line(exc)}: "
+                          "check KAFKA_SASL_MECHANISM") from None
+    except ssl.SSLError as exc:
+        raise ConfigError(f"Kafka at {first}: "
+                          f"{_tls_reason(exc, 'KAFKA_SSL_CAFILE', 'KAFKA_SECURITY_PROTOCOL')}") from None
+    except (TimeoutError, kerr.KafkaError, OSError) as exc:
+        raise ConfigError(f"Kafka at {first} closed the connection{user} "
+                          f"(KAFKA_SECURITY_PROTOCOL={cfg.kafka_security_protocol}): {_first_line(exc)}: "
+                          "does the listener expect another protocol (SASL_SSL, SSL)?") from None
+    await ensure_topics(cfg)
+    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap, request_timeout_ms=10000, **opts)
+    try:
+        await admin.start()
+        await admin.describe_consumer_groups([cfg.app_id])
+    except kerr.GroupAuthorizationFailedError:
+        raise ConfigError(f"Kafka at {first}: the ACLs refuse consumer group {cfg.app_id!r} to the "
+                          f"worker{user}: grant it (README, Security)") from None
+    except kerr.KafkaError as exc:
+        raise ConfigError(f"Kafka at {first}: cannot describe consumer group {cfg.app_id!r}{user}: "
+                          f"{_first_line(exc)}") from None
+    finally:
+        await admin.close()
+
+
+def check_pulsar_access(cfg: Settings) -> None:
+    """A TLS handshake (pulsar+ssl://), then a topic lookup with the worker's token: what Pulsar
+    refuses (authentication, authorization) is named in one line."""
+    import pulsar
+
+    parts = urlsplit(cfg.broker_url)
+    host, port = parts.hostname or "localhost", parts.port or 6650
+    if parts.scheme == "pulsar+ssl":
+        context = ssl.create_default_context(cafile=str(cfg.pulsar_tls_trust_certs_file)
+                                             if cfg.pulsar_tls_trust_certs_file else None)
+        context.check_hostname = cfg.pulsar_tls_hostname_verification
+        check_tls("Pulsar", host, port, context, trust="PULSAR_TLS_TRUST_CERTS_FILE",
+                  protocol="BROKER_URL's scheme (pulsar:// or pulsar+ssl://)")
+    client = pulsar.Client(cfg.broker_url, operation_timeout_seconds=10, connection_timeout_ms=5000,
+                           logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+                           **cfg.pulsar_client_options())
+    topic = cfg.pulsar_topic(cfg.partner_events_topic)
+    try:
+        client.get_topic_partitions(topic)
+    except pulsar.AuthenticationError:
+        raise ConfigError(f"Pulsar at {host}:{port} refused the authentication: check "
+                          "PULSAR_AUTH_TOKEN_FILE (a token the broker's secret or key signed, "
+                          "not expired)") from None
+    except pulsar.AuthorizationError:
+        raise ConfigError(f"Pulsar at {host}:{port}: the token's role may not use {topic}: grant it "
+                          "produce and consume on the namespace (README, Security)") from None
+    except pulsar.PulsarException as exc:
+        raise ConfigError(f"Pulsar at {host}:{port}: {type(exc).__name__}: {_first_line(exc)} (a "
+                          "plaintext pulsar:// URL against a TLS port, or the reverse, closes the "
+                          "connection)") from None
+    finally:
+        client.close()
+
+
+def check_postgres(cfg: Settings) -> str | None:
+    """None when PostgreSQL accepts the worker, a warning when it cannot be reached (snapshots
+    wait for it); ConfigError when it answers and refuses (credentials, TLS, pg_hba)."""
+    import psycopg
+
+    db = urlsplit(cfg.database_url)
+    kwargs: dict[str, Any] = {"connect_timeout": 5}
+    password = cfg.database_password_value()
+    if password is not None:
+        kwargs["password"] = password
+    try:
+        with psycopg.connect(cfg.database_url, **kwargs):
+            return None
+    except psycopg.OperationalError as exc:
+        refusal = postgres_refusal(str(exc))
+        where = f"{db.hostname}:{db.port or 5432}"
+        if refusal is None:
+            return f"DATABASE_URL {where} unreachable: snapshots wait until it returns"
+        raise ConfigError(f"PostgreSQL at {where} {refusal}") from None
+
+
+def check_access(cfg: Settings) -> list[str]:
+    """Every service, as the worker speaks to it; return the warnings for the start-up log."""
+    warnings = check_reachable(cfg)
+    check_pulsar_access(cfg)
+    asyncio.run(check_kafka(cfg))
+    pg = check_postgres(cfg)
+    return warnings + ([pg] if pg else []) + cfg.insecure_warnings()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

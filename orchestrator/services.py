@@ -13,14 +13,13 @@ from orchestrator.metrics import METRICS
 from orchestrator.mirror_process import MirrorProcess
 from snapshots.errors import StoreUnavailable
 from snapshots.mirror import ChangelogMirror
-from snapshots.store import SnapshotStore
+from snapshots.store import store_from_settings
 from streams.partner_saga import saga_events
 
 __all__ = ["MIRROR", "STORE", "readiness"]
 
 log = logging.getLogger(__name__)
-STORE = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema,
-                      counts_max_age_s=cfg.snapshot_counts_max_age_s)
+STORE = store_from_settings(cfg)
 #: The snapshot mirror as SNAPSHOT_MIRROR says: a child process, or on this event loop.
 MIRROR: MirrorProcess | ChangelogMirror = (
     MirrorProcess(METRICS) if cfg.snapshot_mirror == "process" else ChangelogMirror(cfg, STORE))
@@ -65,9 +64,11 @@ async def _schema_ready() -> bool:
 
 
 async def readiness(pulsar_topics: set[str], subscribed: set[str], outbound: set[str],
-                    producing: set[str], failing: dict[str, str]) -> dict[str, Any]:
+                    producing: set[str], failing: dict[str, str],
+                    subscribe_errors: dict[str, str] | None = None) -> dict[str, Any]:
     """Each dependency's state; ready when all are. `failing`: topics whose last send failed
-    for good (topic -> Pulsar's result name)."""
+    for good (topic -> Pulsar's result name); `subscribe_errors`: why a consumer is not
+    subscribed (topic -> Pulsar's error name, e.g. AuthorizationError)."""
     kafka_ok = _state["joined"] and not app.rebalancing and not app.in_recovery
     try:
         await asyncio.wait_for(STORE.ping(), timeout=3)  # a pooled connection, not a new one
@@ -85,6 +86,8 @@ async def readiness(pulsar_topics: set[str], subscribed: set[str], outbound: set
                   "recovering": bool(app.in_recovery)},
         "pulsar": {"ok": not missing and not no_producer and not failing, "subscribed": sorted(subscribed),
                    "missing": missing, "producers_missing": no_producer,
+                   "subscribe_errors": {t: e for t, e in sorted((subscribe_errors or {}).items())
+                                        if t in missing},
                    "failing_topics": dict(sorted(failing.items()))},
         "postgres": pg,
     }

@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
-from bridges.pulsar_inbound import INBOUND_TOPICS, LINK, SUBSCRIBED
+from bridges.pulsar_inbound import INBOUND_TOPICS, LINK, SUBSCRIBE_ERRORS, SUBSCRIBED
 from bridges.pulsar_outbound import FAILING_TOPICS, OUTBOUND_TOPICS
 from domain.definition import definitions
 from domain.messages import CancelRequested, RetryRequested
@@ -216,7 +216,7 @@ class ReadyView(View):
     async def get(self, request: Request) -> Response:
         wanted = set(INBOUND_TOPICS)
         report = await readiness(wanted, set(SUBSCRIBED), set(OUTBOUND_TOPICS), LINK.ready_topics,
-                                 FAILING_TOPICS)
+                                 FAILING_TOPICS, dict(SUBSCRIBE_ERRORS))
         return self.json(report, status=200 if report["ready"] else 503)
 
 

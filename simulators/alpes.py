@@ -42,6 +42,7 @@ import pulsar
 import pulsar.asyncio as apulsar
 from aiohttp import web
 
+from common.security import pulsar_options_from_env
 from simulators.participants import _share, serve_until_signalled
 from wire.alpes import (
     COMANDO_CREAR_PARTNER,
@@ -723,7 +724,8 @@ class AlpesParticipants:
         """Producers and consumers with the schemas the real services give them (SCHEMAS):
         integraciones' Avro topics with its Avro definitions (its consumer of
         `comando-crear-partner` too), alianzas' and compliance's JSON topics with none."""
-        self._client = apulsar.Client(self.broker_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+        self._client = apulsar.Client(self.broker_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
+                                      **pulsar_options_from_env())
         t = self.topics
         schemas = self.schemas()
         for topic in (t.partner_creado, t.partner_eliminado, t.contrato_creado, t.contrato_aprobado,

@@ -26,6 +26,7 @@ import aiohttp
 import pulsar
 import pulsar.asyncio as apulsar
 
+from common.security import pulsar_options_from_env
 from wire.cloudevents import encode_event
 
 log = logging.getLogger("demo")
@@ -62,7 +63,8 @@ async def _watch(consumer: apulsar.Consumer) -> None:
 
 
 async def _run(args: argparse.Namespace) -> None:
-    client = apulsar.Client(args.broker_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    client = apulsar.Client(args.broker_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
+                            **pulsar_options_from_env())
     producer = await client.create_producer(_topic(args.partner_events))
     consumer = await client.subscribe(_topic(args.lifecycle), f"demo-{uuid.uuid4()}",
                                       consumer_type=pulsar.ConsumerType.Exclusive,

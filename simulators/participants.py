@@ -30,6 +30,7 @@ from typing import Any
 import pulsar
 import pulsar.asyncio as apulsar
 
+from common.security import pulsar_options_from_env
 from wire.cloudevents import encode_event
 
 __all__ = ["Behaviour", "Participants", "main"]
@@ -74,6 +75,8 @@ class Participants:
     alianzas_commands: str = _topic("alianzas-commands")
     partner_events: str = _topic("partner-events")
     alliance_events: str = _topic("alliance-events")
+    # TLS trust and token for Pulsar (None: from PULSAR_TLS_TRUST_CERTS_FILE, PULSAR_AUTH_TOKEN_FILE...)
+    client_options: dict[str, Any] | None = None
     counts: Counter[str] = field(default_factory=Counter)
     commands_seen: Counter[str] = field(default_factory=Counter)  # command id -> times received
     _replies: dict[str, bytes | None] = field(default_factory=dict)
@@ -85,7 +88,9 @@ class Participants:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
-        self._client = apulsar.Client(self.broker_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+        self._client = apulsar.Client(self.broker_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
+                                      **(self.client_options if self.client_options is not None
+                                         else pulsar_options_from_env()))
         for topic in (self.partner_events, self.alliance_events):
             self._producers[topic] = await self._client.create_producer(
                 topic, batching_enabled=True, batching_max_publish_delay_ms=2, block_if_queue_full=True)

@@ -36,15 +36,15 @@ from orchestrator.metrics import METRICS
 from orchestrator.preflight import ensure_topics
 from snapshots.errors import SnapshotError
 from snapshots.mirror import ChangelogBatch, ChangelogMirror, sagas_changelog
-from snapshots.store import SnapshotStore
+from snapshots.store import store_from_settings
 
 
 async def rebuild(cfg: Settings) -> int:
     """Upsert the latest state of every saga in the changelog; return how many sagas."""
-    store = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema,
-                      counts_max_age_s=cfg.snapshot_counts_max_age_s)
+    store = store_from_settings(cfg)
     await store.open()
-    consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=cfg.kafka_bootstrap, enable_auto_commit=False,
+                                **cfg.kafka_client_options())
     await consumer.start()
     try:
         await store.migrate()
@@ -77,11 +77,11 @@ async def rebuild(cfg: Settings) -> int:
 
 async def restore(cfg: Settings) -> int:
     """Write every snapshot back into the table changelogs; return how many sagas."""
-    store = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema,
-                      counts_max_age_s=cfg.snapshot_counts_max_age_s)
+    store = store_from_settings(cfg)
     await store.open()
     await ensure_topics(cfg)
-    producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all", linger_ms=5,
+                                **cfg.kafka_client_options())
     await producer.start()
     try:
         states = await store.all_states()
@@ -134,8 +134,7 @@ REPORT_EVERY_S = 0.5
 
 async def mirror(cfg: Settings, report: bool) -> None:
     """Run the mirror until stopped; a crash (Kafka unreachable a while) restarts it."""
-    store = SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema,
-                      counts_max_age_s=cfg.snapshot_counts_max_age_s)
+    store = store_from_settings(cfg)
     await store.open()
     m = ChangelogMirror(cfg, store)
 

@@ -157,7 +157,8 @@ class ChangelogMirror:
             group_id=f"{self.cfg.app_id}-snapshots", enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=2000,
             session_timeout_ms=int(self.cfg.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(self.cfg.heartbeat_interval_s * 1000))
+            heartbeat_interval_ms=int(self.cfg.heartbeat_interval_s * 1000),
+            **self.cfg.kafka_client_options())
         await self.consumer.start()
         try:
             last_try = asyncio.get_running_loop().time()

@@ -34,9 +34,10 @@ from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from snapshots.errors import BadQuery, StoreUnavailable
+from snapshots.errors import BadQuery, StoreUnavailable, postgres_refusal
 
-__all__ = ["MIGRATIONS", "PERSONAL_FIELDS", "RETAINABLE_STATUSES", "TERMINAL_STATUSES", "SnapshotStore"]
+__all__ = ["MIGRATIONS", "PERSONAL_FIELDS", "RETAINABLE_STATUSES", "TERMINAL_STATUSES", "SnapshotStore",
+           "store_from_settings"]
 
 TERMINAL_STATUSES = ("completed", "failed", "compensated", "compensation_failed")
 #: The ends retention may prune (domain.lifecycle.RETAINABLE): compensation_failed waits for a
@@ -271,6 +272,15 @@ def _as_saga(row: dict[str, Any]) -> dict[str, Any]:
             "pruned_at": _epoch(row["pruned_at"]), "current": row["current_saga_id"]}
 
 
+def store_from_settings(cfg: Any, **kwargs: Any) -> SnapshotStore:
+    """The store DATABASE_URL, SNAPSHOT_SCHEMA and DATABASE_PASSWORD(_FILE) describe (`cfg`:
+    orchestrator.config.Settings); TLS comes with the URL's own parameters (sslmode=verify-full,
+    sslrootcert=...), which libpq reads."""
+    return SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema,
+                         counts_max_age_s=cfg.snapshot_counts_max_age_s,
+                         password=cfg.database_password_value(), **kwargs)
+
+
 class SnapshotStore:
     """Async access to the snapshot tables through a small connection pool.
 
@@ -281,12 +291,15 @@ class SnapshotStore:
     is tried at once)."""
 
     def __init__(self, url: str, *, schema: str = "public", max_size: int = 4,
-                 counts_max_age_s: float = 2.0, reconnect_timeout_s: float = 10.0) -> None:
+                 counts_max_age_s: float = 2.0, reconnect_timeout_s: float = 10.0,
+                 password: str | None = None) -> None:
         self.url = url
         self.schema = schema
         self.counts_max_age_s = counts_max_age_s
-        self._secret = _password(url)
+        self._secret = password or _password(url)
         self._kwargs: dict[str, Any] = {"autocommit": False, "connect_timeout": 2}
+        if password is not None:  # DATABASE_PASSWORD(_FILE): kept out of the URL
+            self._kwargs["password"] = password
         # Reads (web requests, /ready) share a small pool; the mirror writes on a connection
         # of its own that it reopens at once when PostgreSQL returns, so that catching up
         # waits for no backoff.
@@ -309,7 +322,8 @@ class SnapshotStore:
         text = f"PostgreSQL unavailable: {exc}".strip()
         if self._secret:
             text = text.replace(self._secret, "***")
-        return StoreUnavailable(text)
+        refusal = postgres_refusal(str(exc))  # credentials, TLS, pg_hba: said without host or user
+        return StoreUnavailable(text, public=f"PostgreSQL {refusal}" if refusal else "PostgreSQL unavailable")
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
