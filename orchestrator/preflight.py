@@ -132,11 +132,10 @@ def check_tls(service: str, host: str, port: int, context: ssl.SSLContext, *, tr
         raise ConfigError(f"{service} at {host}:{port}: cannot connect ({exc.strerror or exc})") from None
 
 
-async def check_kafka(cfg: Settings) -> None:
+async def check_kafka(cfg: Settings) -> str | None:
     """One connection as the worker makes them (TLS, SASL), then what its ACLs must allow: the
     topics (ensure_topics) and the consumer group."""
     from aiokafka import errors as kerr
-    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.conn import create_conn
 
     first = cfg.kafka_bootstrap.split(",")[0]
@@ -169,10 +168,37 @@ async def check_kafka(cfg: Settings) -> None:
                           f"(KAFKA_SECURITY_PROTOCOL={cfg.kafka_security_protocol}): {_first_line(exc)}: "
                           "does the listener expect another protocol (SASL_SSL, SSL)?") from None
     await ensure_topics(cfg)
+    return await _check_group(cfg, first, user, opts)
+
+
+#: Kafka's answers while the group coordinator is not there yet (a fresh cluster creates
+#: __consumer_offsets on the first group lookup) or moves: asked again, not reported.
+_COORDINATOR_WAIT_S = 30.0
+
+
+async def _check_group(cfg: Settings, first: str, user: str, opts: dict[str, Any]) -> str | None:
+    """ConfigError when the ACLs refuse the worker its consumer group; a warning when the group
+    coordinator did not answer within _COORDINATOR_WAIT_S (Faust waits for it too)."""
+    from aiokafka import errors as kerr
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    transient = (kerr.GroupCoordinatorNotAvailableError, kerr.NotCoordinatorForGroupError,
+                 kerr.CoordinatorLoadInProgressError, kerr.RequestTimedOutError)
     admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap, request_timeout_ms=10000, **opts)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _COORDINATOR_WAIT_S
     try:
         await admin.start()
-        await admin.describe_consumer_groups([cfg.app_id])
+        while True:
+            try:
+                await admin.describe_consumer_groups([cfg.app_id])
+                return None
+            except transient as exc:
+                if loop.time() >= deadline:
+                    return (f"Kafka at {first}: the coordinator of consumer group {cfg.app_id!r} did not "
+                            f"answer within {_COORDINATOR_WAIT_S:.0f}s ({type(exc).__name__}): the worker "
+                            "waits for it")
+                await asyncio.sleep(0.5)
     except kerr.GroupAuthorizationFailedError:
         raise ConfigError(f"Kafka at {first}: the ACLs refuse consumer group {cfg.app_id!r} to the "
                           f"worker{user}: grant it (README, Security)") from None
@@ -242,9 +268,9 @@ def check_access(cfg: Settings) -> list[str]:
     """Every service, as the worker speaks to it; return the warnings for the start-up log."""
     warnings = check_reachable(cfg)
     check_pulsar_access(cfg)
-    asyncio.run(check_kafka(cfg))
+    kafka = asyncio.run(check_kafka(cfg))
     pg = check_postgres(cfg)
-    return warnings + ([pg] if pg else []) + cfg.insecure_warnings()
+    return warnings + [w for w in (kafka, pg) if w] + cfg.insecure_warnings()
 
 
 def _first_line(exc: BaseException) -> str:
