@@ -4,6 +4,10 @@ SHELL := /bin/bash
 export STACK_DIR ?= $(CURDIR)/.stack
 UV := $(CURDIR)/stack/uv.sh
 WEB_PORT ?= 6066
+# SECURE=1: the secured local stack (TLS, credentials, ACLs; README "Security") for dev-up,
+# dev-down, status, clean, worker and run; the worker and simulators load its env files.
+export SECURE ?=
+SECURE_ENV = if [ "$(SECURE)" = 1 ]; then set -a; . "$(STACK_DIR)/secure/worker.env"; set +a; DATADIR=$${DATADIR:-$(STACK_DIR)/secure/workers/worker}; fi;
 PYTEST_ARGS ?=
 
 .PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit bench lint prometheus screenshots \
@@ -17,7 +21,7 @@ help: ## list the targets
 setup: ## check Java/Maven/Python and install the Python environment (uv sync)
 	@./stack/setup.sh
 
-dev-up: setup ## start the local stack: Kafka, Pulsar, PostgreSQL (idempotent)
+dev-up: setup ## start the local stack: Kafka, Pulsar, PostgreSQL (idempotent; SECURE=1: secured, README "Security")
 	@./stack/stack.sh up
 
 dev-down: ## stop the local stack
@@ -35,11 +39,11 @@ clean: ## stop the stack and delete its data, logs and worker datadirs (keeps th
 	@./stack/stack.sh clean
 	@rm -rf .pytest_cache .ruff_cache .mypy_cache
 
-run: dev-up ## orchestrator + participant simulators + demo sagas on the local stack (DEMO=0: no demo load; PARTICIPANTS=alpes)
+run: dev-up ## orchestrator + participant simulators + demo sagas on the local stack (DEMO=0: no demo load; PARTICIPANTS=alpes; SECURE=1)
 	@./stack/run.sh
 
-worker: dev-up ## the orchestrator worker alone, as deployed (web on 127.0.0.1:$(WEB_PORT))
-	@DATADIR=$${DATADIR:-$(STACK_DIR)/workers/worker} $(UV) run --no-sync python -m orchestrator worker -l info --web-host $${WEB_HOST:-127.0.0.1} --web-port $(WEB_PORT)
+worker: dev-up ## the orchestrator worker alone, as deployed (web on 127.0.0.1:$(WEB_PORT); SECURE=1: on the secured stack)
+	@$(SECURE_ENV) DATADIR=$${DATADIR:-$(STACK_DIR)/workers/worker} $(UV) run --no-sync python -m orchestrator worker -l info --web-host $${WEB_HOST:-127.0.0.1} --web-port $(WEB_PORT)
 
 simulators: setup ## the participant simulators alone (see python -m simulators.participants --help)
 	@$(UV) run --no-sync python -m simulators.participants

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from orchestrator.cli import main as sagas
@@ -28,8 +29,11 @@ def main() -> None:
             for warning in warnings:
                 logging.getLogger("orchestrator").warning(warning)
     except ConfigError as exc:
-        print(f"saga-orchestrator: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        print(f"saga-orchestrator: {exc}", file=sys.stderr, flush=True)
+        # Out at once: a Pulsar client that was refused may still hold a C++ thread, whose
+        # teardown at interpreter exit aborts ("terminate called ...") after the one line.
+        sys.stdout.flush()
+        os._exit(2)
     from orchestrator.worker import app
 
     app.main()

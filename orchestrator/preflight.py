@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 from typing import Any
@@ -222,16 +223,26 @@ def check_pulsar_access(cfg: Settings) -> None:
         context.check_hostname = cfg.pulsar_tls_hostname_verification
         check_tls("Pulsar", host, port, context, trust="PULSAR_TLS_TRUST_CERTS_FILE",
                   protocol="BROKER_URL's scheme (pulsar:// or pulsar+ssl://)")
+    # The client's own log is read back: a broker that refuses a token answers CONNECT with an
+    # ERROR and closes, and the client retries until its timeout without saying why.
+    said = _Said()
+    log = logging.getLogger("saga.preflight.pulsar")
+    log.addHandler(said)
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
     client = pulsar.Client(cfg.broker_url, operation_timeout_seconds=10, connection_timeout_ms=5000,
-                           logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
-                           **cfg.pulsar_client_options())
+                           logger=log, **cfg.pulsar_client_options())
     topic = cfg.pulsar_topic(cfg.partner_events_topic)
+    refused = (f"Pulsar at {host}:{port} refused the authentication: check PULSAR_AUTH_TOKEN_FILE (a token "
+               "the broker's secret or key signed, not expired)")
     try:
         client.get_topic_partitions(topic)
     except pulsar.AuthenticationError:
-        raise ConfigError(f"Pulsar at {host}:{port} refused the authentication: check "
-                          "PULSAR_AUTH_TOKEN_FILE (a token the broker's secret or key signed, "
-                          "not expired)") from None
+        raise ConfigError(refused) from None
+    except pulsar.Timeout:
+        if said.refused_connect():
+            raise ConfigError(refused) from None
+        raise ConfigError(f"Pulsar at {host}:{port} did not answer a topic lookup within 10s") from None
     except pulsar.AuthorizationError:
         raise ConfigError(f"Pulsar at {host}:{port}: the token's role may not use {topic}: grant it "
                           "produce and consume on the namespace (README, Security)") from None
@@ -241,6 +252,22 @@ def check_pulsar_access(cfg: Settings) -> None:
                           "connection)") from None
     finally:
         client.close()
+        log.removeHandler(said)
+
+
+class _Said(logging.Handler):
+    """What the Pulsar client logged (only its words, kept in memory for this check)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def refused_connect(self) -> bool:
+        return any("Handling incoming command: ERROR" in line for line in self.lines) and \
+            not any("Handling incoming command: CONNECTED" in line for line in self.lines)
 
 
 def check_postgres(cfg: Settings) -> str | None:

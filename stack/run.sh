@@ -29,20 +29,31 @@ fi
 OPERATOR_TOKEN="$("$ROOT/stack/token.sh")"
 export OPERATOR_TOKEN
 
+# SECURE=1 (make run SECURE=1): the secured stack's settings, the participants' for the
+# simulators and the demo's Pulsar producer, the worker's for the worker.
+load_env() { set -a; . "$1"; set +a; }
+SECURE_DIR="$STACK_DIR/secure"
+if [[ "${SECURE:-}" == 1 ]]; then
+    [[ -f "$SECURE_DIR/worker.env" ]] || { echo "run: no $SECURE_DIR/worker.env: make dev-up SECURE=1 first" >&2; exit 1; }
+    DATADIR="$STACK_DIR/workers/run-secure"
+fi
+participants_env() { if [[ "${SECURE:-}" == 1 ]]; then load_env "$SECURE_DIR/participants.env"; fi; }
+
 export PARTICIPANTS="${PARTICIPANTS:-contract}"
 if [[ "$PARTICIPANTS" == alpes ]]; then
     export INTEGRACIONES_API_URL="${INTEGRACIONES_API_URL:-http://127.0.0.1:5001}"
     export ALIANZAS_API_URL="${ALIANZAS_API_URL:-http://127.0.0.1:8001}"
-    "$UV" run --no-sync python -m simulators.alpes --reject-contract 0.2 >"$STACK_DIR/logs/simulators.log" 2>&1 &
+    (participants_env; exec "$UV" run --no-sync python -m simulators.alpes --reject-contract 0.2) \
+        >"$STACK_DIR/logs/simulators.log" 2>&1 &
 else
-    "$UV" run --no-sync python -m simulators.participants >"$STACK_DIR/logs/simulators.log" 2>&1 &
+    (participants_env; exec "$UV" run --no-sync python -m simulators.participants) >"$STACK_DIR/logs/simulators.log" 2>&1 &
 fi
 children+=($!)
 if [[ "${DEMO:-1}" != 0 ]]; then
     # The demo's lines (sagas starting and ending) come to this terminal and to its log.
     # (Through a process substitution, so that $! is the demo itself, not tee: stopping it
     # must stop the demo.)
-    "$UV" run --no-sync python -m simulators.demo > >(tee "$STACK_DIR/logs/demo.log") 2>&1 &
+    (participants_env; exec "$UV" run --no-sync python -m simulators.demo) > >(tee "$STACK_DIR/logs/demo.log") 2>&1 &
     children+=($!)
 fi
 cat <<MSG
@@ -57,7 +68,8 @@ cat <<MSG
  lifecycle events: make monitor     stack: make status / make logs     stop: Ctrl-C, then make dev-down
 ------------------------------------------------------------------------------------------
 MSG
-"$UV" run --no-sync python -m orchestrator worker -l info --web-host 127.0.0.1 --web-port "$WEB_PORT" &
+(if [[ "${SECURE:-}" == 1 ]]; then load_env "$SECURE_DIR/worker.env"; fi
+ exec "$UV" run --no-sync python -m orchestrator worker -l info --web-host 127.0.0.1 --web-port "$WEB_PORT") &
 worker=$!
 children+=($worker)
 wait "$worker"

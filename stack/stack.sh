@@ -9,6 +9,8 @@
 # Components: kafka pulsar postgres (default: all); kafka3, a three-node Kafka cluster for
 # the fault harness, only when named. Every `up` is idempotent and waits,
 # bounded, until each component answers. Ports and paths are overridable by environment.
+# SECURE=1: the same stack secured (TLS, credentials, ACLs; stack/secure/secure.sh), its data
+# under $STACK_DIR/secure, the jar cache shared.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,12 +32,24 @@ PG_PASSWORD="${PG_PASSWORD:-postgres}"
 WAIT_SECONDS="${WAIT_SECONDS:-60}"
 UV="${UV:-$ROOT/stack/uv.sh}"
 
+CACHE="${STACK_CACHE:-$STACK_DIR/cache}"
+SECURE="${SECURE:-0}"
+if [[ "$SECURE" == 1 ]]; then
+    STACK_DIR="$STACK_DIR/secure"
+    export PGSSLMODE=require
+fi
 LOGS="$STACK_DIR/logs"
 RUN="$STACK_DIR/run"
-CACHE="$STACK_DIR/cache"
 
 say() { printf '%s\n' "stack: $*"; }
 die() { printf '%s\n' "stack: ERROR: $*" >&2; exit 1; }
+
+if [[ "$SECURE" == 1 ]]; then
+    # shellcheck source=secure/secure.sh
+    . "$ROOT/stack/secure/secure.sh"
+    mkdir -p "$STACK_DIR/secrets"; chmod 700 "$STACK_DIR/secrets"
+    PG_PASSWORD="$(secret postgres-superuser-password)"
+fi
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -70,7 +84,9 @@ wait_port() { # name port pidfile log
 refuse_busy_port() { # name port
     if port_open "$2"; then
         local owner; owner="$(port_owner "$2")"
-        die "port $2 for $1 is taken by ${owner:-another process}; stop it or set the port variable (see TROUBLESHOOTING.md)"
+        local hint="stop it or set the port variable"
+        [[ "$SECURE" == 1 ]] && hint="the plaintext stack? stop it first (make dev-down), then make dev-up SECURE=1"
+        die "port $2 for $1 is taken by ${owner:-another process}; $hint (see TROUBLESHOOTING.md)"
     fi
 }
 
@@ -111,12 +127,19 @@ kafka_up() {
     refuse_busy_port "kafka controller" "$KAFKA_CONTROLLER_PORT"
     kafka_resolve
     mkdir -p "$data"
-    sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
-        -e "s#@DATA@#$data#g" "$ROOT/stack/kafka/server.properties" >"$conf"
+    local scram=()
+    if [[ "$SECURE" == 1 ]]; then
+        secure_pki
+        secure_kafka_conf "$conf" "$data"
+        mapfile -t scram < <(secure_kafka_format_args)
+    else
+        sed -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+            -e "s#@DATA@#$data#g" "$ROOT/stack/kafka/server.properties" >"$conf"
+    fi
     local cp; cp="$(kafka_lib)/*"
     if [[ ! -f "$data/meta.properties" ]]; then
         local cluster_id; cluster_id="$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null)"
-        java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" -c "$conf" --standalone \
+        java -cp "$cp" kafka.tools.StorageTool format -t "$cluster_id" -c "$conf" --standalone "${scram[@]}" \
             >"$LOGS/kafka-format.log" 2>&1 || die "formatting Kafka storage failed; see $LOGS/kafka-format.log"
     fi
     # shellcheck disable=SC2086
@@ -132,6 +155,7 @@ kafka_up() {
         sleep 0.25
     done
     grep -q "Kafka Server started" "$LOGS/kafka.log" || die "kafka did not report started within ${WAIT_SECONDS}s; see $LOGS/kafka.log"
+    if [[ "$SECURE" == 1 ]]; then secure_kafka_acls "$cp"; say "kafka secured: SASL_SSL (SCRAM-SHA-512) only, ACLs on"; fi
     say "kafka up: Apache Kafka $(kafka_version) (KRaft, 1 node) on 127.0.0.1:$KAFKA_PORT, pid $(cat "$pidfile")"
 }
 
@@ -216,9 +240,16 @@ pulsar_up() {
         refuse_busy_port pulsar "$PULSAR_PORT"
         refuse_busy_port "pulsar web" "$PULSAR_WEB_PORT"
         refuse_busy_port "pulsar bookie" "$PULSAR_BOOKIE_PORT"
-        STACK_DIR="$STACK_DIR" PULSAR_PORT="$PULSAR_PORT" PULSAR_WEB_PORT="$PULSAR_WEB_PORT" \
-            PULSAR_BOOKIE_PORT="$PULSAR_BOOKIE_PORT" "$ROOT/stack/pulsar-apache/run.sh" start \
+        local secure_env=()
+        if [[ "$SECURE" == 1 ]]; then
+            secure_pki
+            secure_env=(PULSAR_CONF_TEMPLATE="$(secure_pulsar_conf)" PULSAR_WEB_BASE="https://localhost:$PULSAR_WEB_PORT"
+                        PULSAR_CA_FILE="$SEC_TLS/ca.pem" PULSAR_ADMIN_TOKEN_FILE="$(pulsar_token admin)")
+        fi
+        env "${secure_env[@]}" STACK_DIR="$STACK_DIR" PULSAR_LIB_DIR="$CACHE/pulsar-lib" PULSAR_PORT="$PULSAR_PORT" \
+            PULSAR_WEB_PORT="$PULSAR_WEB_PORT" PULSAR_BOOKIE_PORT="$PULSAR_BOOKIE_PORT" "$ROOT/stack/pulsar-apache/run.sh" start \
             || die "Apache Pulsar did not start; see $LOGS/pulsar-apache.log (and pulsar-apache-mvn.log)"
+        if [[ "$SECURE" == 1 ]]; then secure_pulsar_grants; say "pulsar secured: TLS only, token authentication and authorization"; fi
         say "pulsar up: Apache Pulsar $(pulsar_apache_version) standalone on pulsar://127.0.0.1:$PULSAR_PORT, pid $(cat "$apid")"
         return
     fi
@@ -300,7 +331,9 @@ pg_up() {
     bindir="$(pg_bindir)"
     data="$(pg_datadir)"
     if as_pg "$bindir/pg_ctl" -D "$data/" status >/dev/null 2>&1; then
-        say "postgres already running on 127.0.0.1:$PG_PORT"; pg_ensure_db "$bindir"; return 0
+        say "postgres already running on 127.0.0.1:$PG_PORT"; pg_ensure_db "$bindir"
+        if [[ "$SECURE" == 1 ]]; then secure_pg_role "$bindir"; fi
+        return 0
     fi
     refuse_busy_port postgres "$PG_PORT"
     if [[ ! -f "$data/PG_VERSION" ]]; then
@@ -312,10 +345,13 @@ pg_up() {
     fi
     local log; log="$(pg_logfile "$data")"
     touch "$log"; [[ "$(id -u)" -eq 0 ]] && chown postgres "$log"
+    local tls=""
+    if [[ "$SECURE" == 1 ]]; then secure_pki; secure_pg_files "$data"; tls="-c ssl=on -c password_encryption=scram-sha-256"; fi
     as_pg "$bindir/pg_ctl" -D "$data/" -l "$log" -w -t "$WAIT_SECONDS" \
-        -o "-h 127.0.0.1 -p $PG_PORT -k /tmp -c max_connections=200 -c fsync=on" start >/dev/null \
+        -o "-h 127.0.0.1 -p $PG_PORT -k /tmp -c max_connections=200 -c fsync=on $tls" start >/dev/null \
         || { tail -n 20 "$log" >&2; die "postgres did not start; see $log"; }
     pg_ensure_db "$bindir"
+    if [[ "$SECURE" == 1 ]]; then secure_pg_role "$bindir"; say "postgres secured: hostssl and scram-sha-256 only, role $PG_APP_USER"; fi
     say "postgres up: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT, database $PG_DB"
 }
 
@@ -363,12 +399,16 @@ main() {
     local comps=("$@"); [[ ${#comps[@]} -gt 0 ]] || comps=(kafka pulsar postgres)
     mkdir -p "$LOGS" "$RUN" "$CACHE"
     case "$cmd" in
-        up) for c in "${comps[@]}"; do case $c in kafka) kafka_up ;; kafka3) kafka3_up ;; pulsar) pulsar_up ;; postgres) pg_up ;; *) die "unknown component $c" ;; esac; done ;;
+        up) for c in "${comps[@]}"; do case $c in kafka) kafka_up ;; kafka3) kafka3_up ;; pulsar) pulsar_up ;; postgres) pg_up ;; *) die "unknown component $c" ;; esac; done
+            if [[ "$SECURE" == 1 ]]; then
+                secure_env_files
+                say "secured: the worker's settings are in $STACK_DIR/worker.env (make worker SECURE=1 loads them), the participants' in participants.env"
+            fi ;;
         down) for c in "${comps[@]}"; do case $c in kafka) kafka_down ;; kafka3) kafka3_down ;; pulsar) pulsar_down ;; postgres) pg_down ;; *) die "unknown component $c" ;; esac; done ;;
         status) cmd_status ;;
         jars)
             kafka_resolve
-            STACK_DIR="$STACK_DIR" "$ROOT/stack/pulsar-apache/run.sh" jars
+            STACK_DIR="$STACK_DIR" PULSAR_LIB_DIR="$CACHE/pulsar-lib" "$ROOT/stack/pulsar-apache/run.sh" jars
             say "jars in $(kafka_lib) and $CACHE/pulsar-lib" ;;
         logs) exec tail -n 50 -F "$LOGS"/*.log ;;
         clean)
@@ -378,6 +418,7 @@ main() {
                 "$STACK_DIR/workers" "$STACK_DIR/images"
             if [[ -L "$STACK_DIR/postgres" ]]; then rm -rf "$(readlink "$STACK_DIR/postgres")"; fi
             rm -rf "$STACK_DIR/postgres"
+            if [[ "$SECURE" == 1 ]]; then rm -rf "$SEC_TLS" "$SEC_SECRETS" "$STACK_DIR"/*.env; fi
             say "local data removed (the jar cache in $CACHE is kept)" ;;
         *) die "usage: stack.sh up|down|status|logs|clean|jars [kafka|pulsar|postgres|kafka3 ...]" ;;
     esac

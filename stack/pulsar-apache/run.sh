@@ -13,6 +13,11 @@
 #   PULSAR_JAVA_OPTS   heap/direct memory flags               default -Xms256m -Xmx1g -XX:MaxDirectMemorySize=512m
 #   PULSAR_START_TIMEOUT  seconds to wait for readiness       default 120
 #   PULSAR_WIPE_DATA   1 = delete previous bookie/metadata data on start
+#   PULSAR_LIB_DIR     the jar cache                          default $STACK_DIR/cache/pulsar-lib
+#   PULSAR_CONF_TEMPLATE  the configuration template          default standalone.conf here
+#   PULSAR_WEB_BASE    the admin API's base URL               default http://127.0.0.1:$PULSAR_WEB_PORT
+#   PULSAR_CA_FILE, PULSAR_ADMIN_TOKEN_FILE   for an https admin API with token authentication
+#                      (the secured stack, stack/secure/secure.sh)
 #
 # Files: jars in $STACK_DIR/cache/pulsar-lib, pid in $STACK_DIR/pulsar-apache.pid,
 # log in $STACK_DIR/logs/pulsar-apache.log, data in $STACK_DIR/data/pulsar-apache.
@@ -27,13 +32,17 @@ M2_REPO="${M2_REPO:-$HOME/.m2/repository}"
 PULSAR_JAVA_OPTS="${PULSAR_JAVA_OPTS:--Xms256m -Xmx1g -XX:MaxDirectMemorySize=512m}"
 PULSAR_START_TIMEOUT="${PULSAR_START_TIMEOUT:-120}"
 
-LIB_DIR="$STACK_DIR/cache/pulsar-lib"
+LIB_DIR="${PULSAR_LIB_DIR:-$STACK_DIR/cache/pulsar-lib}"
 PID_FILE="$STACK_DIR/pulsar-apache.pid"
 LOG_DIR="$STACK_DIR/logs"
 LOG_FILE="$LOG_DIR/pulsar-apache.log"
 DATA_DIR="$STACK_DIR/data/pulsar-apache"
 CONF_FILE="$STACK_DIR/conf/pulsar-apache-standalone.conf"
-ADMIN_URL="http://127.0.0.1:$PULSAR_WEB_PORT/admin/v2/clusters"
+WEB_BASE="${PULSAR_WEB_BASE:-http://127.0.0.1:$PULSAR_WEB_PORT}"
+ADMIN_URL="$WEB_BASE/admin/v2/clusters"
+CURL=(curl -fsS -m 3)
+[[ -n "${PULSAR_CA_FILE:-}" ]] && CURL+=(--cacert "$PULSAR_CA_FILE")
+[[ -n "${PULSAR_ADMIN_TOKEN_FILE:-}" ]] && CURL+=(-H "Authorization: Bearer $(cat "$PULSAR_ADMIN_TOKEN_FILE")")
 
 die() { echo "pulsar-apache: $*" >&2; exit 1; }
 
@@ -70,7 +79,7 @@ start() {
 
   mkdir -p "$LOG_DIR" "$DATA_DIR" "$(dirname "$CONF_FILE")"
   sed -e "s/@PULSAR_PORT@/$PULSAR_PORT/" -e "s/@PULSAR_WEB_PORT@/$PULSAR_WEB_PORT/" \
-    "$HERE/standalone.conf" >"$CONF_FILE"
+    "${PULSAR_CONF_TEMPLATE:-$HERE/standalone.conf}" >"$CONF_FILE"
   local wipe=() t0=$SECONDS
   [[ "${PULSAR_WIPE_DATA:-0}" == 1 ]] && wipe=(--wipe-data)
 
@@ -103,12 +112,12 @@ start() {
       die "broker process exited during startup; last error: $(grep -E 'ERROR|Exception|Error:' "$LOG_FILE" | tail -n 1 | cut -c1-300 || true) (log: $LOG_FILE)"
     fi
     if port_open "$PULSAR_PORT"; then
-      body="$(curl -fsS -m 3 "$ADMIN_URL" 2>/dev/null || true)"
+      body="$("${CURL[@]}" "$ADMIN_URL" 2>/dev/null || true)"
       # The standalone starter registers cluster "standalone" and public/default right after
       # the broker starts; wait for both so a client can produce immediately.
       if [[ "$body" == *standalone* ]] && \
-         curl -fsS -m 3 "http://127.0.0.1:$PULSAR_WEB_PORT/admin/v2/namespaces/public" 2>/dev/null | grep -q 'public/default'; then
-        echo "pulsar-apache: ready (pid $pid) pulsar://127.0.0.1:$PULSAR_PORT http://127.0.0.1:$PULSAR_WEB_PORT broker up in $((SECONDS - t0))s"
+         "${CURL[@]}" "$WEB_BASE/admin/v2/namespaces/public" 2>/dev/null | grep -q 'public/default'; then
+        echo "pulsar-apache: ready (pid $pid) on 127.0.0.1:$PULSAR_PORT, admin $WEB_BASE, broker up in $((SECONDS - t0))s"
         return 0
       fi
     fi
@@ -135,7 +144,7 @@ stop() {
 status() {
   local pid
   if pid="$(running_pid)"; then
-    if port_open "$PULSAR_PORT" && curl -fsS -m 3 "$ADMIN_URL" >/dev/null 2>&1; then
+    if port_open "$PULSAR_PORT" && "${CURL[@]}" "$ADMIN_URL" >/dev/null 2>&1; then
       echo "pulsar-apache: running (pid $pid) pulsar://127.0.0.1:$PULSAR_PORT http://127.0.0.1:$PULSAR_WEB_PORT"
       return 0
     fi
