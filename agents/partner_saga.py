@@ -182,15 +182,20 @@ async def _forget(event: EventT[bytes]) -> None:
         DEADLINES.forget(partition, saga_id, state.updated_at)
         sagas[saga_id] = bury(state, now).model_dump_json().encode()
         METRICS.inc("sagas_expired_total")
-        if state.flow == "alpes-partner":
-            # Its email claim (bridges/alpes.py) lives in the email's partition; it matched
-            # the partner to the saga while it was being created, and is personal data.
-            # (The partner index entry stays: a later PartnerCreated for the partner finds
-            # the tombstone, and is a duplicate of this saga.)
-            forget_email = RoutingNote(note="forget-email", email=state.partner.email.strip().lower(),
-                                       saga_id=saga_id, at=now)
-            await partner_routing.send(key=email_key(state.partner.email).encode(),
-                                       value=forget_email.model_dump_json().encode())
+        await _forget_email(state, now)
+
+
+async def _forget_email(state: SagaState, now: float) -> None:
+    """An Alpes saga's email claim (bridges/alpes.py) lives in the email's partition; it
+    matched the partner to the saga while it was being created, and is personal data: it goes
+    when the saga is retained or its data erased. (The partner index entry stays: a later
+    PartnerCreated for the partner finds the saga, and is a duplicate of it.)"""
+    if state.flow != "alpes-partner" or state.erased_at is not None:
+        return
+    forget_email = RoutingNote(note="forget-email", email=state.partner.email.strip().lower(),
+                               saga_id=state.saga_id, at=now)
+    await partner_routing.send(key=email_key(state.partner.email).encode(),
+                               value=forget_email.model_dump_json().encode())
 
 
 async def _at_tombstone(event: EventT[bytes], envelope: SagaEnvelope, raw: bytes) -> None:
@@ -281,8 +286,11 @@ async def _plan(event: EventT[bytes]) -> _Plan | None:
             original, origin = _as_received(event, envelope)
             await dead_letter(original, f"ignored by saga {saga_id}: {decision.reason}", origin=origin,
                               key=event.key, message_id=ev.event_id)
+    if ev.type == "ErasureRequested" and decision.outcome == "applied" and state is not None:
+        await _forget_email(state, now)
     for t in decision.transitions:
-        METRICS.inc("transitions_total", to=str(t.to_status))
+        if t.from_status != t.to_status:  # an erasure is in the history, but changes no status
+            METRICS.inc("transitions_total", to=str(t.to_status))
     for cmd in decision.commands:
         METRICS.inc("commands_total", type=cmd.type)
     if envelope.received_at is not None and ev.type != "DeadlineReached":

@@ -24,6 +24,7 @@ __all__ = [
     "ContractRejected",
     "DeadlineReached",
     "Destination",
+    "ErasureRequested",
     "ParticipantEvent",
     "PartnerCreated",
     "PartnerCreationFailed",
@@ -185,6 +186,13 @@ class CancelRequested(_Event):
     reason: Text = "cancelled by operator"
 
 
+class ErasureRequested(_Event):
+    """An operator asked for the partner's personal data to be erased from a finished saga
+    (the right to erasure): the saga keeps its ids, statuses and history, not the data."""
+
+    type: Literal["ErasureRequested"] = "ErasureRequested"
+
+
 ParticipantEvent = (
     PartnerCreated
     | PartnerCreationFailed
@@ -215,7 +223,8 @@ SagaEvent = Annotated[
     | StartSaga
     | DeadlineReached
     | RetryRequested
-    | CancelRequested,
+    | CancelRequested
+    | ErasureRequested,
     Field(discriminator="type"),
 ]
 
@@ -240,7 +249,7 @@ ALL_EVENT_TYPES: dict[str, type[_Event]] = {
     **PARTICIPANT_EVENT_TYPES,
     **{
         m.model_fields["type"].default: m
-        for m in (StartSaga, DeadlineReached, RetryRequested, CancelRequested)
+        for m in (StartSaga, DeadlineReached, RetryRequested, CancelRequested, ErasureRequested)
     },
 }
 

@@ -8,8 +8,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from domain.messages import Command, PartnerData
+from domain.privacy import ERASED
 
-__all__ = ["NEEDS_OPERATOR", "TERMINAL", "Applied", "Deadline", "SagaState", "SagaStatus", "Transition"]
+__all__ = ["NEEDS_OPERATOR", "TERMINAL", "Applied", "Deadline", "ErasedPartner", "SagaState", "SagaStatus",
+           "Transition"]
 
 
 class SagaStatus(StrEnum):
@@ -74,6 +76,17 @@ class Transition(_Frozen):
     at: float
 
 
+class ErasedPartner(_Frozen):
+    """A partner's data after its erasure (ErasureRequested): the fields stay, their values
+    do not. No PartnerData validates as one (an email is never ERASED), nor the reverse."""
+
+    nombre: Literal["[erased]"] = ERASED
+    email: Literal["[erased]"] = ERASED
+    telefono: None = None
+    direccion: None = None
+    erased: Literal[True] = True
+
+
 class SagaState(_Frozen):
     saga_id: str
     correlation_id: str
@@ -86,7 +99,7 @@ class SagaState(_Frozen):
     # under an id of its own (domain.ids.saga_id_generation).
     generation: int = 1
     version: int = 1
-    partner: PartnerData
+    partner: PartnerData | ErasedPartner
     partner_id: str | None = None
     alliance_id: str | None = None
     # Ids a definition's steps capture from their replies (Action.captures), by name.
@@ -124,6 +137,8 @@ class SagaState(_Frozen):
     # so the snapshot mirror appends these to the saga's history in PostgreSQL
     # (saga_transitions); the state itself stays the same size however long the saga runs.
     transitions: tuple[Transition, ...] = ()
+    # When the partner's personal data was erased on request (ErasureRequested), if it was.
+    erased_at: float | None = None
 
     @property
     def terminal(self) -> bool:

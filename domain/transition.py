@@ -12,18 +12,21 @@ from typing import Any, Literal
 
 from domain import ids
 from domain.definition import PARTNER_CREATION, Action, SagaDefinition, Step
+from domain.lifecycle import RETAINABLE
 from domain.messages import (
     AllianceCreated,
     CancelRequested,
     Command,
     DeadlineReached,
     Destination,
+    ErasureRequested,
     PartnerCreated,
     RetryRequested,
     SagaEvent,
     StartSaga,
 )
-from domain.state import Applied, Deadline, SagaState, SagaStatus, Transition
+from domain.privacy import without_emails
+from domain.state import Applied, Deadline, ErasedPartner, SagaState, SagaStatus, Transition
 
 __all__ = ["APPLIED_MEMORY", "LATE_UNDONE_MEMORY", "Decision", "decide"]
 
@@ -286,6 +289,8 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
         c.fail_step(event.reason,
                     maybe_done=running if running and s.status == running.in_progress else None)
         return None
+    if isinstance(event, ErasureRequested):
+        return _erase(c)
 
     found = c.defn.by_reply(event.type)
     if found is None:  # pragma: no cover - every SagaEvent type is handled above or here
@@ -373,6 +378,31 @@ def _apply(c: _Change, event: SagaEvent) -> str | None:
         c.undo_failed(step, f"{event.type}: {getattr(event, 'reason', '') or 'no reason given'}")
         return None
     return f"{event.type} while not waiting for it (status {s.status})"
+
+
+def _erase(c: _Change) -> str | None:
+    """The right to erasure: a finished saga forgets the partner's personal data (its
+    `partner`, the data of the commands it remembers, email addresses quoted in its reasons)
+    and keeps its ids, statuses and history; the erasure is a history entry of its own, and a
+    lifecycle notice (PersonalDataErased) tells whoever listens. Only an end nobody must act
+    on: a live saga, or one whose undo waits for a person (its undo may need the data), is
+    refused."""
+    s = c.s
+    if s.erased_at is not None:
+        return _Expected("the partner's personal data is already erased")
+    if s.status not in RETAINABLE:
+        why = ("its compensation failed and waits for a person: retry it (the undo may need the data) "
+               "or resolve it first" if s.status == SagaStatus.COMPENSATION_FAILED else "it is still running")
+        return f"erasure applies to a saga that ended completed, failed or compensated; {why} ({s.status})"
+    c.set(partner=ErasedPartner(), erased_at=c.now,
+          # Remembered to recognise a redelivered event, which then re-sends nothing.
+          applied=tuple(a.model_copy(update={"commands": ()}) for a in s.applied),
+          reason=without_emails(s.reason) if s.reason else s.reason,
+          left_behind=tuple(without_emails(line) for line in s.left_behind))
+    c.transitions.append(Transition(version=c.version, from_status=s.status, to_status=s.status,
+                                    event_type=c.event.type, event_id=c.event.event_id, at=c.now))
+    c.notify("PersonalDataErased")
+    return None
 
 
 def _extra_resource(s: SagaState, event: SagaEvent) -> tuple[dict[str, Any], str] | None:

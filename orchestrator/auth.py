@@ -34,9 +34,9 @@ from typing import Any
 
 from aiohttp import web
 
+from domain.privacy import masked
 from orchestrator.config import API_ROLES, Settings
 from orchestrator.metrics import METRICS
-from orchestrator.privacy import masked
 
 __all__ = ["OPERATE", "READ", "ROUTES", "START", "Authority", "Principal", "Refusal", "RoutePolicy",
            "middleware", "page", "policy_for"]

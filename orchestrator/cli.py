@@ -1,4 +1,4 @@
-"""`python -m orchestrator sagas list|show|history|retry|cancel`: the operator's terminal view.
+"""`python -m orchestrator sagas list|show|history|retry|cancel|erase`: the operator's terminal view.
 
 It reaches a worker over HTTP (any worker: status requests are routed to the owner of the
 saga's partition), like the dashboard, and prints tables, or JSON with `--json`:
@@ -11,6 +11,8 @@ saga's partition), like the dashboard, and prints tables, or JSON with `--json`:
     python -m orchestrator sagas history <saga id>
     python -m orchestrator sagas retry <saga id>           # a token with the operate role
     python -m orchestrator sagas cancel <saga id> --reason "..."
+    python -m orchestrator sagas erase <saga id>           # forget the partner's personal data
+    python -m orchestrator sagas erase --partner-id <id>   # ... in every saga of the partner
 
 `--url` (default $SAGA_URL, else http://127.0.0.1:$WEB_PORT, port 6066), `--token` (default
 $SAGA_TOKEN, else $OPERATOR_TOKEN: sent as a bearer token with every call) and `--json` go
@@ -230,6 +232,27 @@ def _operate(args: argparse.Namespace, out: TextIO) -> int:
     return OK
 
 
+def _erase(args: argparse.Namespace, out: TextIO) -> int:
+    """The right to erasure, for one saga or for every saga of a partner. Exit 0 when every
+    saga accepted the request or holds no personal data any more, 1 when one refused."""
+    if (args.saga_id is None) == (args.partner_id is None):
+        raise CliError(USAGE, "erase takes a saga id or --partner-id, not both and not neither")
+    if args.saga_id is not None:
+        path = f"/api/v1/sagas/{urllib.parse.quote(args.saga_id, safe='')}/erase"
+    else:
+        path = f"/api/v1/partners/{urllib.parse.quote(args.partner_id, safe='')}/erase"
+    answer = _request(args.url, "POST", path, token=args.token)
+    sagas = answer.get("sagas") or [answer]
+    if args.json:
+        json.dump(answer, out, indent=2)
+        out.write("\n")
+    else:
+        table([(s["saga_id"], s["outcome"], s.get("saga_status") or "-",
+                s.get("error") or s.get("detail") or "") for s in sagas],
+              ("SAGA", "ERASURE", "STATUS", "DETAIL"), out)
+    return FAILED if any(s["outcome"] not in ("accepted", "already_erased") for s in sagas) else OK
+
+
 def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
     """The options every command takes, before or after it. On the commands they default to
     SUPPRESS, so that one given before the command is not overwritten by the default after."""
@@ -265,6 +288,11 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("saga_id")
         if name == "cancel":
             c.add_argument("--reason")
+    er = sub.add_parser("erase", help="erase a partner's personal data from a finished saga, or from "
+                                      "every saga of a partner (--partner-id)")
+    _common(er, top=False)
+    er.add_argument("saga_id", nargs="?")
+    er.add_argument("--partner-id")
     return p
 
 
@@ -291,7 +319,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "list" and not 1 <= args.limit <= 500:
         parser.error("--limit must be between 1 and 500")
-    run = {"list": _list, "show": _show, "history": _history, "retry": _operate, "cancel": _operate}
+    run = {"list": _list, "show": _show, "history": _history, "retry": _operate, "cancel": _operate,
+           "erase": _erase}
     try:
         return run[args.command](args, out)
     except CliError as exc:

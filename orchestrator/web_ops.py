@@ -1,5 +1,5 @@
 """Endpoints for operations: saga lists and history (from the PostgreSQL snapshots), operator
-retry/cancel, readiness, and the dashboard page. JSON errors everywhere, never a 500 for a
+retry/cancel/erase, readiness, and the dashboard page. JSON errors everywhere, never a 500 for a
 bad request."""
 
 from __future__ import annotations
@@ -17,18 +17,18 @@ from pydantic import ValidationError
 from bridges.pulsar_inbound import INBOUND_TOPICS, LINK, SUBSCRIBE_ERRORS, SUBSCRIBED
 from bridges.pulsar_outbound import FAILING_TOPICS, OUTBOUND_TOPICS
 from domain.definition import definitions
-from domain.messages import CancelRequested, RetryRequested
+from domain.messages import CancelRequested, ErasureRequested, RetryRequested, SagaEvent
 from orchestrator.app import page
 from orchestrator.auth import OPERATE, READ
 from orchestrator.services import STORE, readiness
 from orchestrator.web import BadRequest, read_body
 from snapshots.errors import BadQuery, StoreUnavailable
-from snapshots.store import TERMINAL_STATUSES
+from snapshots.store import RETAINABLE_STATUSES, TERMINAL_STATUSES
 from streams.partner_saga import saga_events
 from wire.internal import SagaEnvelope
 
-__all__ = ["ActiveSagas", "DashboardPage", "NeedsAttention", "OperatorAction", "ReadyView", "SagaCounts",
-           "SagaHistory", "SagaList"]
+__all__ = ["ActiveSagas", "DashboardPage", "NeedsAttention", "OperatorAction", "PartnerErasure", "ReadyView",
+           "SagaCounts", "SagaHistory", "SagaList"]
 
 #: Every status of every flow (a list filter naming another one is a 400).
 _STATUSES = {str(x) for d in definitions().values() for x in d.statuses}
@@ -142,16 +142,27 @@ class SagaHistory(View):
         return self.json({"saga_id": saga_id, "transitions": rows})
 
 
+async def _record(saga_id: str, event: SagaEvent) -> str | None:
+    """Put an operator's request in the saga's own stream; None once Kafka has it, else why not."""
+    env = SagaEnvelope(event=event, origin="http", received_at=time.time())
+    try:
+        await (await saga_events.send(key=saga_id.encode(), value=env.model_dump_json().encode()))
+    except KafkaError as exc:
+        return type(exc).__name__
+    return None
+
+
 @page("/api/v1/sagas/{saga_id}/{action}", role=OPERATE)
 class OperatorAction(View):
-    """POST .../retry (a saga in compensation_failed tries its undo again) and .../cancel (a
-    live saga stops and undoes what it did). A token with the `operate` role (the middleware,
+    """POST .../retry (a saga in compensation_failed tries its undo again), .../cancel (a live
+    saga stops and undoes what it did) and .../erase (a finished saga forgets the partner's
+    personal data: the right to erasure). A token with the `operate` role (the middleware,
     orchestrator/auth.py). Carried out by an event in the saga's own stream; the saga decides
     whether it applies."""
 
     async def post(self, request: Request, saga_id: str, action: str) -> Response:
-        if action not in ("retry", "cancel"):
-            return _error(self, 404, f"no such action {action!r}; use retry or cancel")
+        if action not in ("retry", "cancel", "erase"):
+            return _error(self, 404, f"no such action {action!r}; use retry, cancel or erase")
         reason = "cancelled by operator"
         try:
             body = await read_body(self, request)
@@ -174,6 +185,8 @@ class OperatorAction(View):
             return _error(self, 400, str(exc))
         if verified and known is None:
             return _error(self, 404, "no such saga", saga_id=saga_id)
+        if action == "erase":
+            return await self._erase(saga_id, known)
         refused = _refusal(action, known) if known is not None else None
         if refused is not None:
             return _error(self, 409, refused, saga_id=saga_id,
@@ -184,15 +197,84 @@ class OperatorAction(View):
                      CancelRequested(event_id=request_id, saga_id=saga_id, reason=reason[:2000]))
         except ValidationError as exc:
             return _error(self, 400, "invalid request", details=str(exc))
-        env = SagaEnvelope(event=event, origin="http", received_at=time.time())
-        try:
-            await (await saga_events.send(key=saga_id.encode(), value=env.model_dump_json().encode()))
-        except KafkaError as exc:
-            return _error(self, 503, "cannot record the request in Kafka; retry", detail=type(exc).__name__)
+        failed = await _record(saga_id, event)
+        if failed is not None:
+            return _error(self, 503, "cannot record the request in Kafka; retry", detail=failed)
         return self.json({"accepted": True, "saga_id": saga_id, "request_id": request_id,
                           "status_before": known["status"] if known else None,
                           "existence_verified": verified,
                           "status_url": f"/api/v1/saga/status/{saga_id}"}, status=202)
+
+    async def _erase(self, saga_id: str, known: dict[str, Any] | None) -> Response:
+        """200 when the saga holds no personal data any more (erased, or retained: its
+        tombstone and row keep none), 409 while it runs or waits for a person, else 202: the
+        request is in the saga's stream. The answer never echoes personal data."""
+        outcome = await _erase_one(saga_id, known)
+        body = {"saga_id": saga_id, **outcome, "status_url": f"/api/v1/saga/status/{saga_id}"}
+        return self.json(body, status=_ERASE_STATUS[outcome["outcome"]])
+
+
+#: An erasure's outcome and the HTTP status that answers it.
+_ERASE_STATUS = {"accepted": 202, "already_erased": 200, "refused": 409, "unavailable": 503}
+
+
+async def _erase_one(saga_id: str, known: dict[str, Any] | None) -> dict[str, Any]:
+    """Ask saga `saga_id`, as its snapshot `known` shows it (None: PostgreSQL could not say),
+    to erase the partner's personal data; what came of it, as `{"outcome": ..., ...}`."""
+    if known is not None:
+        status = known.get("status")
+        if known.get("tombstone"):
+            return {"outcome": "already_erased", "saga_status": status,
+                    "detail": "the saga left the live tables (retention) without its personal data"}
+        if known.get("erased_at") is not None:
+            return {"outcome": "already_erased", "saga_status": status, "erased_at": known["erased_at"]}
+        if status not in RETAINABLE_STATUSES:
+            why = ("its compensation failed and waits for a person: retry it or resolve it first (the undo "
+                   "may need the data)" if status == "compensation_failed" else "it is still running")
+            return {"outcome": "refused", "saga_status": status,
+                    "error": f"erasure applies to a saga that ended completed, failed or compensated; {why}"}
+    request_id = f"erase:{saga_id}:{uuid.uuid4()}"
+    failed = await _record(saga_id, ErasureRequested(event_id=request_id, saga_id=saga_id))
+    if failed is not None:
+        return {"outcome": "unavailable", "error": "cannot record the request in Kafka; retry",
+                "detail": failed}
+    return {"outcome": "accepted", "request_id": request_id, "existence_verified": known is not None,
+            "saga_status": known.get("status") if known else None}
+
+
+@page("/api/v1/partners/{partner_id}/erase", role=OPERATE)
+class PartnerErasure(View):
+    """POST: erase one partner's personal data from every saga that names the partner (the
+    right to erasure), each as `POST /api/v1/sagas/{id}/erase` would. 404 when no saga names
+    it; else each saga's outcome, with 202 if any erasure was accepted, 409 if none was and
+    one was refused (running, or waiting for a person), 200 if all were already erased."""
+
+    async def post(self, request: Request, partner_id: str) -> Response:
+        try:
+            found: list[dict[str, Any]] = []
+            cursor: str | None = None
+            while True:
+                rows, cursor = await STORE.list(partner_id=partner_id, limit=500, cursor=cursor)
+                found.extend(rows)
+                if not cursor:
+                    break
+        except StoreUnavailable as exc:
+            return _unavailable(self, exc)
+        except BadQuery as exc:
+            return _error(self, 400, str(exc))
+        if not found:
+            return _error(self, 404, "no saga names this partner", partner_id=partner_id)
+        sagas = []
+        for row in found:
+            try:
+                known = await STORE.get(row["saga_id"])
+            except StoreUnavailable as exc:  # the ones asked so far are asked again: no harm
+                return _unavailable(self, exc)
+            sagas.append({"saga_id": row["saga_id"], **await _erase_one(row["saga_id"], known or row)})
+        outcomes = {s["outcome"] for s in sagas}
+        status = (503 if "unavailable" in outcomes else 202 if "accepted" in outcomes
+                  else 409 if "refused" in outcomes else 200)
+        return self.json({"partner_id": partner_id, "sagas": sagas}, status=status)
 
 
 def _refusal(action: str, known: dict[str, Any]) -> str | None:

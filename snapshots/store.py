@@ -34,6 +34,7 @@ from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from domain.privacy import PERSONAL_FIELDS
 from snapshots.errors import BadQuery, StoreUnavailable, postgres_refusal
 
 __all__ = ["MIGRATIONS", "PERSONAL_FIELDS", "RETAINABLE_STATUSES", "TERMINAL_STATUSES", "SnapshotStore",
@@ -43,8 +44,6 @@ TERMINAL_STATUSES = ("completed", "failed", "compensated", "compensation_failed"
 #: The ends retention may prune (domain.lifecycle.RETAINABLE): compensation_failed waits for a
 #: person and is never pruned, nor is a saga still running.
 RETAINABLE_STATUSES = ("completed", "failed", "compensated")
-#: The partner's personal data, in a state's `partner` and in its commands' `data`.
-PERSONAL_FIELDS = ("nombre", "email", "telefono", "direccion")
 
 _RETAINABLE_SQL = ", ".join(f"'{s}'" for s in RETAINABLE_STATUSES)
 _PERSONAL_SQL = "ARRAY[" + ", ".join(f"'{f}'" for f in PERSONAL_FIELDS) + "]"

@@ -2,7 +2,7 @@
 dashboard refuse a caller without a token or with a wrong one (401), or with a token lacking
 the route's role (403), and no refusal says anything about a saga; Faust's own /table and
 /router views are not served; a read-only token sees the partner's personal data masked and
-cannot start, retry or cancel; a start token starts but cannot read; the operator token does
+cannot start, retry, cancel or erase; a start token starts but cannot read; the operator token does
 everything and sees the partner in clear; /health, /ready and /metrics stay open and carry no
 personal data; a status request forwarded to the owner of the saga's partition is answered
 for the caller's token; no token configured: closed (401 with a hint), API_AUTH=open: open,
@@ -42,7 +42,8 @@ def reads(saga_id: str) -> list[str]:
 
 def writes(saga_id: str) -> list[tuple[str, Any]]:
     return [("/api/v1/saga/partner-creation", {**PARTNER, "correlation_id": str(uuid.uuid4())}),
-            (f"/api/v1/sagas/{saga_id}/retry", {}), (f"/api/v1/sagas/{saga_id}/cancel", {"reason": "x"})]
+            (f"/api/v1/sagas/{saga_id}/retry", {}), (f"/api/v1/sagas/{saga_id}/cancel", {"reason": "x"}),
+            (f"/api/v1/sagas/{saga_id}/erase", {}), (f"/api/v1/partners/{saga_id}/erase", {})]
 
 
 def personal(body: Any) -> list[str]:
@@ -146,8 +147,9 @@ async def test_the_operator_does_everything_and_sees_the_partner_in_clear(spawn,
         assert status == 200, (path, body)
     _, state = await worker.get(f"/api/v1/saga/status/{saga_id}")
     assert state["partner"] == PARTNER
-    # Past the door: the saga has ended, so retry and cancel are refused by the saga's rules.
-    for path, payload in writes(saga_id)[1:]:
+    # Past the door: the saga has ended, so retry and cancel are refused by the saga's rules
+    # (its erasure: tests/e2e/test_erasure.py).
+    for path, payload in writes(saga_id)[1:3]:
         status, body = await worker.post(path, payload)
         assert status == 409 and body["saga_status"] in ("completed", "compensated", "failed"), body
 

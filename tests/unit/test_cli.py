@@ -66,6 +66,8 @@ class _Recorder(BaseHTTPRequestHandler):
             body = {"saga_id": "s-1", "status": "compensation_failed", "transitions": []}
         elif self.path.endswith("/history"):
             body = {"saga_id": "s-1", "transitions": []}
+        elif self.path.endswith("/erase"):
+            body = {"saga_id": "s-1", "outcome": "accepted"}
         elif self.command == "POST":
             body = {"accepted": True, "status_before": "compensation_failed"}
         else:
@@ -114,3 +116,14 @@ def test_a_401_without_a_token_says_where_to_put_one(worker: str, capsys: pytest
     err = capsys.readouterr().err
     assert "HTTP 401: missing bearer token" in err and "SAGA_TOKEN" in err and "--token" in err
     assert _Recorder.seen[0][2] is None  # no token: no header
+
+
+def test_erase_takes_a_saga_or_a_partner(worker: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["erase", "--url", worker]) == 2
+    assert main(["erase", "s-1", "--partner-id", "p-1", "--url", worker]) == 2
+    assert "a saga id or --partner-id" in capsys.readouterr().err
+    assert _Recorder.seen == []  # nothing asked
+    assert main(["erase", "s-1", "--url", worker, "--token", TOKEN]) == 0
+    assert main(["erase", "--partner-id", "p 1", "--url", worker, "--token", TOKEN]) == 0
+    assert [(m, p) for m, p, _ in _Recorder.seen] == [("POST", "/api/v1/sagas/s-1/erase"),
+                                                      ("POST", "/api/v1/partners/p%201/erase")]

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from orchestrator.privacy import PERSONAL_FIELDS, mask_email, masked
+from domain.privacy import PERSONAL_FIELDS, mask_email, masked
 
 PARTNER = {"nombre": "Ana Pérez", "email": "ana.perez@example.com", "telefono": "+57 300 1234567",
            "direccion": "Calle 1 # 2-3"}

@@ -13,6 +13,7 @@ import pytest
 import saga_kit as k
 
 from domain import ALL_EVENT_TYPES, SagaStatus, decide
+from domain.messages import ErasureRequested
 
 APPLIED, IGNORED, REJECTED = "applied", "ignored", "rejected"
 PCIP = "partner_creation_in_progress"
@@ -23,6 +24,7 @@ EVENT_KEYS = (
     "PartnerCreated", "PartnerCreationFailed", "PartnerReverted", "PartnerRevertFailed",
     "AllianceCreated", "AllianceCreationFailed", "AllianceCancelled", "StartSaga",
     "DeadlineReached:matching", "DeadlineReached:stale", "RetryRequested", "CancelRequested",
+    "ErasureRequested",
 )
 
 # Events of the Alpes flow only (test_alpes_flow.py); a partner-creation saga ignores them
@@ -101,15 +103,21 @@ EXPECTED: dict[str, dict[str, tuple[str, str, tuple[str, ...]]]] = {
         "AllianceCreated": (APPLIED, COMP, ("CancelAlliance",)),
         "DeadlineReached:matching": (APPLIED, COMP, ("RevertPartner",)),
     },
-    "completed": _ignored_everywhere("completed"),
+    "completed": {
+        **_ignored_everywhere("completed"),
+        # The right to erasure (test_erasure.py): the data goes, the status stays.
+        "ErasureRequested": (APPLIED, "completed", ("PersonalDataErased",)),
+    },
     "failed": {
         **_ignored_everywhere("failed"),
+        "ErasureRequested": (APPLIED, "failed", ("PersonalDataErased",)),
         # The partner the saga gave up on was created after all: undo it, once.
         "PartnerCreated": (APPLIED, "failed", ("RevertPartner",)),
     },
     "compensated": {
         **_ignored_everywhere("compensated"),
         "AllianceCreated": (APPLIED, "compensated", ("CancelAlliance",)),
+        "ErasureRequested": (APPLIED, "compensated", ("PersonalDataErased",)),
     },
     "compensation_failed": {
         **_ignored_everywhere("compensation_failed"),
@@ -138,6 +146,7 @@ def matrix_event(event_key: str, row: str) -> object:
         "DeadlineReached:stale": lambda: k.deadline(*STALE[row], eid=eid),
         "RetryRequested": lambda: k.retry_requested(eid),
         "CancelRequested": lambda: k.cancel_requested(eid),
+        "ErasureRequested": lambda: ErasureRequested(event_id=eid, saga_id=k.SAGA_ID),
     }
     return makers[event_key]()
 
@@ -176,6 +185,8 @@ def test_cell(row: str, event_key: str, expected: tuple[str, str, tuple[str, ...
         assert d.state.ignored == before.ignored + 1
         assert d.state.model_dump(exclude=_UNTOUCHED_BY_IGNORE) == before.model_dump(
             exclude=_UNTOUCHED_BY_IGNORE)
+    elif event_key == "ErasureRequested":  # an entry in the history, without a status change
+        assert [(t.from_status, t.to_status) for t in d.transitions] == [(before.status, before.status)]
     elif d.state.status == before.status:
         assert d.transitions == ()
     else:
@@ -202,6 +213,7 @@ NO_SAGA = {
     "DeadlineReached": (REJECTED, None, ()),
     "RetryRequested": (REJECTED, None, ()),
     "CancelRequested": (REJECTED, None, ()),
+    "ErasureRequested": (REJECTED, None, ()),
 }
 
 

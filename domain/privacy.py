@@ -1,20 +1,27 @@
-"""The partner's personal data as a reader without the `operate` role sees it: masked.
+"""The partner's personal data: which fields hold it, and how it is hidden.
 
-`masked(doc)` is the one function that does it, for every JSON answer of the HTTP API to such
-a reader (orchestrator/auth.py applies it): a saga's state (live, snapshot or tombstone), the
-lists, the history. Standard library only; masking twice gives the same result.
+- `masked(doc)`: as a reader without the `operate` role sees it, for every JSON answer of the
+  HTTP API to such a reader (orchestrator/auth.py applies it), and in every dead letter
+  (agents/dead_letters.py): a saga's state (live, snapshot or tombstone), the lists, the
+  history, a participant's message. Masking twice gives the same result.
+- `ERASED`: what an erased field holds (domain.transition, ErasureRequested), and
+  `without_emails(text)` for free text kept after an erasure (a participant's error quoted in
+  a saga's `reason`).
+Standard library only.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Final
 
-from snapshots.store import PERSONAL_FIELDS
+__all__ = ["ERASED", "MASK", "PERSONAL_FIELDS", "mask_email", "masked", "without_emails"]
 
-__all__ = ["MASK", "PERSONAL_FIELDS", "mask_email", "masked"]
-
+#: The partner's personal data, in a state's `partner` and in its commands' `data`.
+PERSONAL_FIELDS = ("nombre", "email", "telefono", "direccion")
 MASK = "***"
+#: What a personal field holds once erased.
+ERASED: Final = "[erased]"
 #: An email address inside free text (a participant's error quoted in a saga's `reason`).
 _EMAIL_IN_TEXT = re.compile(r"[^\s@,;:\"'<>()\[\]{}]+@[^\s@,;:\"'<>()\[\]{}]+")
 
@@ -29,7 +36,7 @@ def mask_email(email: str) -> str:
 
 
 def _mask_field(name: str, value: Any) -> Any:
-    if value is None or value == "":
+    if value is None or value == "" or value == ERASED:
         return value  # nothing to hide; saying there is nothing is no personal data
     if name == "email" and isinstance(value, str):
         return mask_email(value)
@@ -47,3 +54,8 @@ def masked(doc: Any) -> Any:
     if isinstance(doc, str) and "@" in doc:
         return _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)), doc)
     return doc
+
+
+def without_emails(text: str) -> str:
+    """`text` with every email address in it replaced by ERASED."""
+    return _EMAIL_IN_TEXT.sub(ERASED, text) if "@" in text else text
