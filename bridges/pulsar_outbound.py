@@ -370,6 +370,10 @@ class Outbound:
             topic, payload, _, key = item.message
             cmd, err = item.command, cast(BaseException, item.refused)
             reason = f"Pulsar refuses to take it on {topic}: {result_name(err)} ({err})"
+            if not payload.startswith(b"{"):
+                # A participant's binary format (the Alpes services' Avro): the letter is the
+                # command as JSON, whose personal fields the letter can mask.
+                payload = cmd.model_dump_json().encode()
             await (await self._dead_letter(payload, reason, origin=topic, key=key.encode() if key else None,
                                            message_id=cmd.command_id))
             log.error("command %s %s of saga %s dead-lettered: %s", cmd.type, cmd.command_id, cmd.saga_id,

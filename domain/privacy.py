@@ -4,6 +4,9 @@
   HTTP API to such a reader (orchestrator/auth.py applies it), and in every dead letter
   (agents/dead_letters.py): a saga's state (live, snapshot or tombstone), the lists, the
   history, a participant's message. Masking twice gives the same result.
+- `redacted_message(raw)`: a message as received, for a dead letter: the same masking when it
+  is JSON; when it cannot be read, personal fields recognised by name (a truncated JSON) and
+  email addresses are masked in its bytes. The same bytes when nothing was found.
 - `ERASED`: what an erased field holds (domain.transition, ErasureRequested), and
   `without_emails(text)` for free text kept after an erasure (a participant's error quoted in
   a saga's `reason`).
@@ -12,10 +15,11 @@ Standard library only.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Final
 
-__all__ = ["ERASED", "MASK", "PERSONAL_FIELDS", "mask_email", "masked", "without_emails"]
+__all__ = ["ERASED", "MASK", "PERSONAL_FIELDS", "mask_email", "masked", "redacted_message", "without_emails"]
 
 #: The partner's personal data, in a state's `partner` and in its commands' `data`.
 PERSONAL_FIELDS = ("nombre", "email", "telefono", "direccion")
@@ -59,3 +63,23 @@ def masked(doc: Any) -> Any:
 def without_emails(text: str) -> str:
     """`text` with every email address in it replaced by ERASED."""
     return _EMAIL_IN_TEXT.sub(ERASED, text) if "@" in text else text
+
+
+# The same, in bytes that are not JSON: a personal field's string value (a closing quote that
+# was cut off included), and an email address.
+_FIELD_IN_BYTES = re.compile(
+    rb'("(?:' + b"|".join(f.encode() for f in PERSONAL_FIELDS) + rb')"\s*:\s*)"(?:[^"\\]|\\.)*(?:"|$)')
+_EMAIL_IN_BYTES = re.compile(rb"[^\s@,;:\"'<>()\[\]{}]+@[^\s@,;:\"'<>()\[\]{}]+")
+
+
+def redacted_message(raw: bytes) -> bytes:
+    """`raw` (a message as received) with the partner's personal data masked; `raw` itself
+    when there was none to mask."""
+    try:
+        doc = json.loads(raw)
+        hidden = masked(doc)
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError included), too deep
+        out = _FIELD_IN_BYTES.sub(lambda m: m.group(1) + f'"{MASK}"'.encode(), raw)
+        return _EMAIL_IN_BYTES.sub(
+            lambda m: mask_email(m.group(0).decode("utf-8", "replace")).encode(), out)
+    return raw if hidden == doc else json.dumps(hidden, ensure_ascii=False).encode()

@@ -8,6 +8,7 @@ see `load_settings`.
 
 from __future__ import annotations
 
+import os
 import re
 import ssl
 from functools import lru_cache
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.sealing import Sealer, new_key, parse_keys
 from common.security import kafka_client_options, pulsar_client_options, read_secret, ssl_context
 
 __all__ = ["API_ROLES", "MIN_TOKEN_LENGTH", "ConfigError", "Settings", "load_settings", "settings"]
@@ -174,6 +176,11 @@ class Settings(BaseSettings):
     # the password here keeps it out of the URL.
     database_password: str | None = Field(None, alias="DATABASE_PASSWORD", repr=False)
     database_password_file: Path | None = Field(None, alias="DATABASE_PASSWORD_FILE")
+    # Dead letters show a message with the partner's personal data masked and keep the original
+    # sealed with these Fernet keys (common/sealing.py; the first seals, all unseal). Unset:
+    # a key generated once in DATADIR/dead-letter.key. Several workers: give them the same key.
+    dead_letter_keys: str | None = Field(None, alias="DEAD_LETTER_KEYS", repr=False)
+    dead_letter_keys_file: Path | None = Field(None, alias="DEAD_LETTER_KEYS_FILE")
 
     # The worker's web server (table views, health).
     web_host: str = Field("127.0.0.1", alias="WEB_HOST")  # advertised to other workers
@@ -258,7 +265,8 @@ class Settings(BaseSettings):
     @field_validator("kafka_sasl_username", "kafka_sasl_password", "kafka_sasl_password_file",
                      "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
                      "pulsar_tls_trust_certs_file", "pulsar_auth_token", "pulsar_auth_token_file",
-                     "database_password", "database_password_file", mode="before")
+                     "database_password", "database_password_file", "dead_letter_keys",
+                     "dead_letter_keys_file", mode="before")
     @classmethod
     def _unset_when_empty(cls, v: Any) -> Any:
         return None if isinstance(v, str) and not v.strip() else v  # a compose file's ${VAR:-}
@@ -268,6 +276,20 @@ class Settings(BaseSettings):
     def _secret_file(cls, v: Path | None) -> Path | None:
         if v is not None:
             read_secret(v)  # readable and not empty: checked at start-up
+        return v
+
+    @field_validator("dead_letter_keys")
+    @classmethod
+    def _fernet_keys(cls, v: str | None) -> str | None:
+        if v is not None:
+            Sealer(parse_keys(v))  # each a Fernet key; the error names which one, not its value
+        return v
+
+    @field_validator("dead_letter_keys_file")
+    @classmethod
+    def _fernet_keys_file(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            Sealer(parse_keys(read_secret(v)))
         return v
 
     @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
@@ -414,6 +436,21 @@ class Settings(BaseSettings):
         if self.database_password_file is not None:
             return read_secret(self.database_password_file)
         return self.database_password
+
+    def dead_letter_sealer(self, *, create: bool = False) -> Sealer:
+        """The sealer of dead letters' originals: DEAD_LETTER_KEYS(_FILE), else the key in
+        DATADIR/dead-letter.key, made there (mode 600) when `create` and it is missing."""
+        if self.dead_letter_keys_file is not None:
+            return Sealer(parse_keys(read_secret(self.dead_letter_keys_file)))
+        if self.dead_letter_keys:
+            return Sealer(parse_keys(self.dead_letter_keys))
+        path = self.datadir / "dead-letter.key"
+        if create and not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(new_key() + "\n")
+        return Sealer(parse_keys(read_secret(path)))
 
     def insecure_warnings(self) -> list[str]:
         """Lines for the start-up log: credentials that would travel in clear."""

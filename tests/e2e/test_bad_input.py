@@ -1,5 +1,6 @@
 """Malformed messages among valid ones: every bad one reaches the dead-letter topic with
-its original bytes and a reason, the valid sagas are unaffected, the worker stays up."""
+its original bytes (the partner's personal data masked, the original sealed) and a reason,
+the valid sagas are unaffected, the worker stays up."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import uuid
 
 import pytest
 
+from domain.privacy import redacted_message
+from orchestrator.config import Settings
 from tests.support.flows import ended, partner_created, publish_partners
 from wire.cloudevents import encode_event
 
@@ -70,12 +73,19 @@ async def test_two_hundred_malformed_messages_are_dead_lettered_with_reasons(
 
     dead = taps["dead"].messages
     assert len(dead) == 200
-    # Original bytes, each exactly once.
-    assert sorted(m.data for m in dead) == sorted(p for p, _ in bad)
+    # Each exactly once: as received, or with the partner's personal data masked and the
+    # original sealed beside it, which the worker's key opens (nothing lost, nothing in clear).
+    assert sorted(m.data for m in dead) == sorted(redacted_message(p) for p, _ in bad)
+    sealer = Settings(DATADIR=str(worker.datadir)).dead_letter_sealer()
+    masked_ones = [m for m in dead if "sealed" in m.properties]
+    assert masked_ones and len(masked_ones) == sum(1 for p, _ in bad if redacted_message(p) != p)
+    assert {sealer.unseal(m.properties["sealed"]) for m in masked_ones} == {
+        p for p, _ in bad if redacted_message(p) != p}
     # A reason for each, that says what was wrong.
     reason_for = {m.data: m.properties.get("reason", "") for m in dead}
     for payload, word in bad:
-        assert word.lower() in reason_for[payload].lower(), (payload[:80], reason_for[payload])
+        reason = reason_for[redacted_message(payload)]
+        assert word.lower() in reason.lower(), (payload[:80], reason)
     assert {m.properties["origin"] for m in dead} == {participants.partner_events,
                                                       participants.alliance_events}
     # Valid sagas unaffected; the worker still up.
