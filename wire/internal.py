@@ -72,7 +72,8 @@ class RoutingNote(BaseModel):
       email (and `partner`, its data): the index decides whose partner it is;
     - `claimed` (key: the partner id): partner `partner_id` belongs to saga `saga_id` (None:
       integraciones does not know the partner); its events parked meanwhile go there;
-    - `forget-email` (key `email:<email>`): retention, saga `saga_id` left the live tables.
+    - `forget-email` (key `email:<email>`): saga `saga_id` left the live tables (retention) or
+      its personal data was erased.
     """
 
     model_config = ConfigDict(frozen=True)
