@@ -99,9 +99,10 @@ bench-retention: dev-up ## RSS and recovery time with SAGAS=1000000 finished sag
 bench-charts: setup ## redraw the charts of a results file (RESULTS=bench/results/<date>.json)
 	@$(UV) run --no-sync python -m benchmarks.charts $${RESULTS:?RESULTS=bench/results/<date>.json}
 
-lint: setup ## ruff and mypy
+lint: setup ## ruff, mypy and the layers contract (import-linter, pyproject.toml)
 	@$(UV) run --no-sync ruff check .
 	@$(UV) run --no-sync mypy
+	@$(UV) run --no-sync lint-imports --no-cache
 
 # ---- containers (README, "Running"); a Docker engine is started when none answers
 WORKERS ?=

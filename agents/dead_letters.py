@@ -21,8 +21,8 @@ from faust.types import RecordMetadata
 
 from common.sealing import Sealer
 from domain.privacy import masked, redacted_message
-from orchestrator.app import cfg
-from orchestrator.metrics import METRICS, reason_class
+from runtime.app import cfg
+from runtime.metrics import METRICS, reason_class
 from streams.partner_saga import dead_letters
 
 __all__ = ["SEAL_LIMIT", "dead_letter", "letter"]

@@ -15,8 +15,8 @@ import time
 
 from domain import ids
 from domain.messages import DeadlineReached
-from orchestrator.app import app, cfg
-from orchestrator.metrics import METRICS
+from runtime.app import app, cfg
+from runtime.metrics import METRICS
 from streams.partner_saga import saga_events
 from tables.partner_saga import DEADLINES, sagas
 from wire.internal import SagaEnvelope

@@ -27,16 +27,16 @@ from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
 from agents.dead_letters import dead_letter
-from bridges.alpes import ALPES, email_key
+from agents.ports import PORTS
 from domain import ids
-from orchestrator.app import app
-from orchestrator.kafka_transport import acknowledge, manual_ack
-from orchestrator.metrics import METRICS
+from runtime.app import app
+from runtime.faust_patches import acknowledge, manual_ack
+from runtime.metrics import METRICS
 from streams.partner_saga import partner_routing, saga_events
 from tables.partner_saga import partner_sagas
 from wire.cloudevents import Inbound
 from wire.internal import PartnerRouted, RoutingNote, SagaEnvelope
-from wire.routing import saga_for
+from wire.routing import email_key, saga_for
 
 __all__ = ["PARK_LIMIT", "route_partner_events"]
 
@@ -52,7 +52,7 @@ LOOKUP_AGAIN_S = 30.0
 
 # Only this agent acknowledges these events, once what it wrote for them is in Kafka's
 # producer (Faust flushes it before it commits): a stream skipping one during a rebalance
-# leaves it to be read again (orchestrator/kafka_transport.py).
+# leaves it to be read again (runtime/faust_patches.py).
 manual_ack(partner_routing.get_topic_name())
 
 
@@ -135,7 +135,7 @@ def _names_only_its_partner(msg: PartnerRouted) -> bool:
 def _park(partner_id: str, parked: list[PartnerRouted], *, lookup: bool, since: float | None = None) -> None:
     now = time.time()
     if lookup:
-        ALPES.lookup(partner_id)
+        PORTS.partners.lookup(partner_id)
         since = now
     value = {"since": since or now, "parked": [m.model_dump(mode="json") for m in parked]}
     partner_sagas[partner_id] = PENDING + json.dumps(value).encode()

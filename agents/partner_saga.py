@@ -33,20 +33,20 @@ from pydantic import ValidationError
 
 from agents.acks import InOrderAcks
 from agents.dead_letters import dead_letter
-from bridges.alpes import email_key
-from bridges.pulsar_client import Outgoing
-from bridges.pulsar_outbound import OUTBOUND
+from agents.ports import PORTS
 from domain import SagaState, decide
 from domain.lifecycle import Tombstone, bury, on_tombstone, retainable
 from domain.messages import PARTICIPANT_EVENT_TYPES, Command
 from domain.state import Deadline
-from orchestrator.app import app, cfg
-from orchestrator.kafka_transport import acknowledge, manual_ack
-from orchestrator.metrics import METRICS
-from orchestrator.policies import definition_from, definitions_from
+from runtime.app import app, cfg
+from runtime.faust_patches import acknowledge, manual_ack
+from runtime.metrics import METRICS
+from runtime.policies import definition_from, definitions_from
 from streams.partner_saga import partner_routing, saga_events
 from tables.partner_saga import DEADLINES, sagas
 from wire.internal import ForgetSaga, PartnerRouted, RoutingNote, SagaEnvelope
+from wire.outgoing import Outgoing
+from wire.routing import email_key
 
 __all__ = ["DEFINITION", "DEFINITIONS", "StoreFailed", "handle", "run_sagas"]
 
@@ -83,7 +83,7 @@ class _Plan:
 
 
 # Only this agent acknowledges these events, once their work is durable: a stream skipping
-# one during a rebalance leaves it to be read again (orchestrator/kafka_transport.py).
+# one during a rebalance leaves it to be read again (runtime/faust_patches.py).
 manual_ack(saga_events.get_topic_name())
 
 
@@ -127,7 +127,7 @@ async def handle(event: EventT[bytes], done: Callable[[], Awaitable[None]]) -> N
         raise StoreFailed(f"storing saga {plan.saga_id} (event at {event.message.tp} offset "
                           f"{event.message.offset}) failed: {exc!r}") from exc
     if plan.commands:
-        await OUTBOUND.send(plan.commands, plan.outgoing, done)
+        await PORTS.outbound.send(plan.commands, plan.outgoing, done)
     else:
         await done()
 
@@ -273,7 +273,7 @@ async def _plan(event: EventT[bytes]) -> _Plan | None:
     if decision.outcome == "duplicate":
         commands = tuple(c.model_copy(update={"repeat": True}) for c in commands)
     plan = _Plan(event.message.partition, saga_id, old_deadline, new, stored, commands,
-                 OUTBOUND.encode(commands))
+                 PORTS.outbound.encode(commands))
     if decision.expected:
         # A participant's own announcement of a step the saga has (integraciones' PartnerCreado
         # after its 201): recorded in the saga (a redelivery is a duplicate) and counted.

@@ -16,10 +16,10 @@ import logging
 import time
 
 from agents.deadlines import active_partitions
-from orchestrator.app import app, cfg
-from orchestrator.metrics import METRICS
-from orchestrator.services import STORE
-from snapshots.errors import StoreUnavailable
+from agents.ports import PORTS
+from runtime.app import app, cfg
+from runtime.errors import StoreUnavailable
+from runtime.metrics import METRICS
 from streams.partner_saga import saga_events
 from tables.partner_saga import DEADLINES
 from wire.internal import ForgetSaga
@@ -44,7 +44,7 @@ async def expire_due(now: float) -> int:
     if not due:
         return 0
     try:
-        snapshotted = await STORE.versions([d[1] for d in due])
+        snapshotted = await PORTS.snapshots.versions([d[1] for d in due])
     except StoreUnavailable as exc:
         log.warning("retention: %s; finished sagas stay until PostgreSQL answers", exc)
         return 0

@@ -1,6 +1,6 @@
 """What counting costs the saga agent: an event's metric updates (three: an event counter, a
 command counter, the step-latency histogram) through this project's in-process counters
-(orchestrator/metrics.py, exposed by prometheus_client at scrape time) and through
+(runtime/metrics.py, exposed by prometheus_client at scrape time) and through
 prometheus_client's own Counter and Histogram objects. Prints µs per event for each.
 
     uv run python -m benchmarks.metrics_cost [--events 200000]
@@ -13,7 +13,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from orchestrator.metrics import Metrics
+from runtime.metrics import Metrics
 
 
 def main() -> None:

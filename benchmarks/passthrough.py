@@ -1,6 +1,6 @@
 """A pass-through Faust agent: the yardstick for benchmarks/agent_rate.py.
 
-Same Faust settings as the orchestrator (orchestrator.app.create_app: at-least-once, raw
+Same Faust settings as the orchestrator (runtime.app.create_app: at-least-once, raw
 keys and values, the same consumer transport); one agent that sends every value of
 `<APP_ID>-in` to `<APP_ID>-out` under the same key, and nothing else: no tables, no bridges.
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from faust.types import StreamT
 
-from orchestrator.app import create_app
-from orchestrator.config import settings
+from runtime.app import create_app
+from runtime.settings import settings
 
 cfg = settings()
 cfg.install_event_loop()  # the same loop as the worker's

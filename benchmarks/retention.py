@@ -37,8 +37,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from benchmarks.report import drop_run_leftovers, git_info, machine
 from domain import decide
 from domain.messages import AllianceCreated, PartnerCreated, PartnerData
-from orchestrator.config import Settings
-from orchestrator.preflight import ensure_topics
+from runtime.settings import Settings
+from runtime.topics import ensure_topics
 from snapshots.store import SnapshotStore
 from tests.support.stack import KAFKA, PG_URL, require_stack
 from tests.support.worker import Names, Worker

@@ -63,21 +63,17 @@ from domain.messages import (
     PartnerDeleted,
     PartnerDeleteFailed,
 )
-from orchestrator.app import cfg
-from orchestrator.metrics import METRICS
+from runtime.app import cfg
+from runtime.metrics import METRICS
 from streams.partner_saga import partner_routing, saga_events
 from wire.alpes import encode_crear_partner
 from wire.internal import PartnerRouted, RoutingNote, SagaEnvelope
+from wire.routing import email_key
 
-__all__ = ["ALPES", "AlpesCalls", "OrderedCalls", "email_key"]
+__all__ = ["ALPES", "AlpesCalls", "OrderedCalls"]
 
 log = logging.getLogger(__name__)
 _PARTNER_FIELDS = ("nombre", "email", "telefono", "direccion")
-
-
-def email_key(email: str) -> str:
-    """The partner index's key for an email claim (emails compare case-insensitively)."""
-    return "email:" + email.strip().lower()
 
 
 @dataclass

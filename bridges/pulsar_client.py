@@ -23,12 +23,12 @@ import _pulsar
 import pulsar
 import pulsar.asyncio as apulsar
 
-__all__ = ["PERMANENT", "Outgoing", "PulsarLink", "is_permanent", "result_name"]
+from wire.outgoing import Outgoing
+
+__all__ = ["PERMANENT", "PulsarLink", "is_permanent", "result_name"]
 
 log = logging.getLogger(__name__)
 
-#: (topic, payload, properties, partition key): one message to send.
-Outgoing = tuple[str, bytes, dict[str, str], str | None]
 
 #: Send errors no retry cures: the topic is gone or closed for good, the client may not
 #: write to it, or the message itself is refused. Everything else (timeouts, lost

@@ -31,8 +31,8 @@ from faust.types import RecordMetadata, TopicT
 from agents.dead_letters import dead_letter
 from bridges.pulsar_client import PulsarLink
 from common.retry import policy
-from orchestrator.app import app, cfg
-from orchestrator.metrics import METRICS
+from runtime.app import app, cfg
+from runtime.metrics import METRICS
 from streams.partner_saga import partner_routing, saga_events
 from wire.alpes import (
     COMANDO_CREAR_PARTNER_DEFINITION,

@@ -49,14 +49,15 @@ from faust.types import StreamT
 
 from agents.dead_letters import dead_letter
 from bridges.alpes import ALPES
-from bridges.pulsar_client import Outgoing, is_permanent, result_name
+from bridges.pulsar_client import is_permanent, result_name
 from bridges.pulsar_inbound import LINK
 from common.retry import Policy, Waits, policy
 from domain.messages import Command, Destination
-from orchestrator.app import app, cfg
-from orchestrator.metrics import METRICS
+from runtime.app import app, cfg
+from runtime.metrics import METRICS
 from streams.partner_saga import dead_letters
 from wire.cloudevents import encode_command
+from wire.outgoing import Outgoing
 
 __all__ = ["FAILING_TOPICS", "OUTBOUND", "OUTBOUND_TOPICS", "ROUND_FAILING", "Outbound", "RoundFailed",
            "forward_dead_letters", "send_outbound"]

@@ -10,8 +10,8 @@ import sys
 
 from orchestrator.cli import main as sagas
 from orchestrator.cli import sagas_argv
-from orchestrator.config import ConfigError, load_settings
 from orchestrator.preflight import check_access
+from runtime.settings import ConfigError, load_settings
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 middleware on Faust's web application for every request (README, "Security").
 
 - Each view says, when it is registered (`page(app, path, role=...)`), the role its requests
-  need: `read`, `start` or `operate` (orchestrator.config.API_ROLES), or None: open to anyone
+  need: `read`, `start` or `operate` (runtime.settings.API_ROLES), or None: open to anyone
   (/health, /ready, /metrics: no personal data in them; probes and Prometheus need them).
 - A route registered otherwise (Faust's own, were one turned on again) needs `operate`; a
   path no route matches needs a valid token of any role before it is answered 404.
@@ -35,8 +35,8 @@ from typing import Any
 from aiohttp import web
 
 from domain.privacy import masked
-from orchestrator.config import API_ROLES, Settings
-from orchestrator.metrics import METRICS
+from runtime.metrics import METRICS
+from runtime.settings import API_ROLES, Settings
 
 __all__ = ["OPERATE", "READ", "ROUTES", "START", "Authority", "Principal", "Refusal", "RoutePolicy",
            "middleware", "page", "policy_for"]

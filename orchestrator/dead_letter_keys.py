@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from common.sealing import InvalidToken, Sealer, new_key, parse_keys
 from common.security import read_secret
-from orchestrator.config import ConfigError, load_settings
+from runtime.settings import ConfigError, load_settings
 
 __all__ = ["main"]
 

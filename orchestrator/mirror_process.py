@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from common.retry import policy
-from orchestrator.metrics import Metrics
+from runtime.metrics import Metrics
 
 __all__ = ["MirrorExited", "MirrorProcess"]
 

@@ -15,8 +15,8 @@ from datetime import datetime
 import pulsar
 import pulsar.asyncio as apulsar
 
-from orchestrator.config import ConfigError, load_settings
 from orchestrator.preflight import check_pulsar
+from runtime.settings import ConfigError, load_settings
 
 _MARK = {"SagaStarted": "->", "SagaCompleted": "OK", "SagaCompensated": "<-", "SagaFailed": "!!"}
 

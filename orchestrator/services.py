@@ -8,10 +8,10 @@ import logging
 from typing import Any
 
 from common.retry import policy
-from orchestrator.app import app, cfg
-from orchestrator.metrics import METRICS
 from orchestrator.mirror_process import MirrorProcess
-from snapshots.errors import StoreUnavailable
+from runtime.app import app, cfg
+from runtime.errors import StoreUnavailable
+from runtime.metrics import METRICS
 from snapshots.mirror import ChangelogMirror
 from snapshots.store import store_from_settings
 from streams.partner_saga import saga_events

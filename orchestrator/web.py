@@ -6,6 +6,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -20,17 +21,25 @@ from domain import ids
 from domain.lifecycle import Tombstone
 from domain.messages import PartnerData, StartSaga
 from domain.state import TERMINAL
-from orchestrator.app import app, cfg, page
+from orchestrator import auth
 from orchestrator.auth import READ, START
-from orchestrator.metrics import METRICS
 from orchestrator.services import STORE
-from snapshots.errors import StoreUnavailable
+from runtime.app import app, cfg
+from runtime.errors import StoreUnavailable
+from runtime.metrics import METRICS
 from streams.partner_saga import saga_events
 from tables.partner_saga import sagas
 from wire.internal import SagaEnvelope
 
 __all__ = ["MAX_BODY_BYTES", "BadRequest", "HealthView", "MetricsView", "SagaStatusView",
            "StartPartnerCreation", "read_body"]
+
+
+def page(path: str, *, role: str | None,
+         browser_page: Callable[[], str] | None = None) -> Callable[[Any], Any]:
+    """`app.page(path)` with the role its requests need: `read`, `start`, `operate`, or None
+    (open to anyone); see orchestrator/auth.py."""
+    return auth.page(app, path, role=role, browser_page=browser_page)
 
 log = logging.getLogger(__name__)
 

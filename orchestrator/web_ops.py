@@ -18,11 +18,10 @@ from bridges.pulsar_inbound import INBOUND_TOPICS, LINK, SUBSCRIBE_ERRORS, SUBSC
 from bridges.pulsar_outbound import FAILING_TOPICS, OUTBOUND_TOPICS
 from domain.definition import definitions
 from domain.messages import CancelRequested, ErasureRequested, RetryRequested, SagaEvent
-from orchestrator.app import page
 from orchestrator.auth import OPERATE, READ
 from orchestrator.services import STORE, readiness
-from orchestrator.web import BadRequest, read_body
-from snapshots.errors import BadQuery, StoreUnavailable
+from orchestrator.web import BadRequest, page, read_body
+from runtime.errors import BadQuery, StoreUnavailable
 from snapshots.store import RETAINABLE_STATUSES, TERMINAL_STATUSES
 from streams.partner_saga import saga_events
 from wire.internal import SagaEnvelope

@@ -31,10 +31,10 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from domain.lifecycle import Tombstone
 from domain.state import SagaState
-from orchestrator.config import ConfigError, Settings, load_settings
-from orchestrator.metrics import METRICS
-from orchestrator.preflight import ensure_topics
-from snapshots.errors import SnapshotError
+from runtime.errors import SnapshotError
+from runtime.metrics import METRICS
+from runtime.settings import ConfigError, Settings, load_settings
+from runtime.topics import ensure_topics
 from snapshots.mirror import ChangelogBatch, ChangelogMirror, sagas_changelog
 from snapshots.store import store_from_settings
 

@@ -30,9 +30,9 @@ from aiokafka.errors import IllegalStateError
 
 from common.retry import policy
 from domain.lifecycle import Tombstone
-from orchestrator.config import Settings
-from orchestrator.metrics import METRICS
-from snapshots.errors import BadQuery, StoreUnavailable
+from runtime.errors import BadQuery, StoreUnavailable
+from runtime.metrics import METRICS
+from runtime.settings import Settings
 from snapshots.store import SnapshotStore
 
 __all__ = ["ChangelogBatch", "ChangelogMirror", "sagas_changelog"]

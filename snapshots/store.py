@@ -35,7 +35,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from domain.privacy import PERSONAL_FIELDS
-from snapshots.errors import BadQuery, StoreUnavailable, postgres_refusal
+from runtime.errors import BadQuery, StoreUnavailable, postgres_refusal
 
 __all__ = ["MIGRATIONS", "PERSONAL_FIELDS", "RETAINABLE_STATUSES", "TERMINAL_STATUSES", "SnapshotStore",
            "store_from_settings"]
@@ -273,7 +273,7 @@ def _as_saga(row: dict[str, Any]) -> dict[str, Any]:
 
 def store_from_settings(cfg: Any, **kwargs: Any) -> SnapshotStore:
     """The store DATABASE_URL, SNAPSHOT_SCHEMA and DATABASE_PASSWORD(_FILE) describe (`cfg`:
-    orchestrator.config.Settings); TLS comes with the URL's own parameters (sslmode=verify-full,
+    runtime.settings.Settings); TLS comes with the URL's own parameters (sslmode=verify-full,
     sslrootcert=...), which libpq reads."""
     return SnapshotStore(cfg.database_url, schema=cfg.snapshot_schema,
                          counts_max_age_s=cfg.snapshot_counts_max_age_s,

@@ -8,7 +8,7 @@ from typing import TypedDict
 
 import faust
 
-from orchestrator.app import app, cfg
+from runtime.app import app, cfg
 
 __all__ = ["dead_letters", "partner_routing", "raw_schema", "saga_events"]
 

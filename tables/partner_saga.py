@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 import faust
 from faust.types import EventT
 
-from orchestrator.app import app, cfg
+from runtime.app import app, cfg
 from tables.deadline_index import DeadlineIndex
 
 if TYPE_CHECKING:

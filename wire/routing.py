@@ -54,3 +54,8 @@ def saga_for(msg: PartnerRouted, known: str | None) -> str | None:
     if msg.correlation_id == own:  # the partner's own saga: its correlation id is its id
         return known or own
     return known or by_correlation
+
+
+def email_key(email: str) -> str:
+    """The partner index's key for an email claim (emails compare case-insensitively)."""
+    return "email:" + email.strip().lower()

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from domain.privacy import redacted_message
-from orchestrator.config import Settings
+from runtime.settings import Settings
 from tests.support.flows import ended, partner_created, publish_partners
 from wire.cloudevents import encode_event
 

@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from domain import ids
-from orchestrator.config import Settings
+from runtime.settings import Settings
 from simulators.participants import Behaviour
 from tests.support.flows import ended
 from wire.cloudevents import encode_event

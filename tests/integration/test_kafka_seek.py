@@ -4,7 +4,7 @@ Faust drops records it fetched for a partition it is not consuming yet (during a
 recovery, or after a generation change) and seeks every partition back to its committed
 offset to read them again. aiokafka does not seek a partition with nothing committed, so its
 dropped records were skipped for good: sagas started before the group's first commit never
-ran (orchestrator/kafka_transport.py). These tests fetch records, as Faust does before it
+ran (runtime/faust_patches.py). These tests fetch records, as Faust does before it
 drops them, then run the seek on a real consumer of a real group.
 """
 
@@ -18,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.transport.consumer import Consumer as FaustConsumer
 
-from orchestrator.kafka_transport import _Consumer
+from runtime.faust_patches import _Consumer
 from tests.support.stack import KAFKA
 
 pytestmark = pytest.mark.stack

@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from psycopg import sql as pgsql
 
-from orchestrator.config import load_settings
-from snapshots.errors import StoreUnavailable
+from runtime.errors import StoreUnavailable
+from runtime.settings import load_settings
 from snapshots.mirror import ChangelogMirror, sagas_changelog
 from snapshots.store import SnapshotStore
 from tests.integration.test_snapshot_store import PII, raw, state, tombstone

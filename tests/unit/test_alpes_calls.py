@@ -21,7 +21,7 @@ import bridges.pulsar_inbound as inbound
 from bridges.alpes import AlpesCalls, OrderedCalls
 from common import retry
 from domain.messages import Command, Destination
-from orchestrator.metrics import METRICS
+from runtime.metrics import METRICS
 from wire.alpes import COMANDO_CREAR_PARTNER_DEFINITION
 
 # common/retry.py builds tenacity's wait_exponential_jitter with `initial=`, which tenacity

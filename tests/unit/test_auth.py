@@ -309,7 +309,7 @@ async def test_a_forwarded_status_request_is_checked_by_the_owner_with_the_calle
 # --- the worker's own routes ------------------------------------------------------------------
 def test_every_route_of_the_worker_has_a_policy_and_only_probes_are_open() -> None:
     from orchestrator import worker  # noqa: F401 - registers every view
-    from orchestrator.app import app
+    from runtime.app import app
 
     routes = {r.resource.canonical for r in app.web.web_app.router.routes() if r.resource is not None}
     assert routes <= set(auth.ROUTES)

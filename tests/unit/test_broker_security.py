@@ -16,10 +16,10 @@ import faust
 import pytest
 
 from common.security import kafka_client_options, pulsar_options_from_env, read_secret
-from orchestrator.app import kafka_credentials
-from orchestrator.config import ConfigError, load_settings
 from orchestrator.preflight import check_tls
-from snapshots.errors import postgres_refusal
+from runtime.app import kafka_credentials
+from runtime.errors import postgres_refusal
+from runtime.settings import ConfigError, load_settings
 
 SECURITY_VARS = ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME",
                  "KAFKA_SASL_PASSWORD", "KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE",

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from chaos.harness import expected_end
-from orchestrator.config import Settings
+from runtime.settings import Settings
 from simulators.participants import Behaviour, _share
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import ConfigError, load_settings
+from runtime.settings import ConfigError, load_settings
 
 
 def test_defaults_match_the_first_version(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ import pytest
 from agents.dead_letters import SEAL_LIMIT, letter
 from common.sealing import InvalidToken, Sealer, new_key, parse_keys
 from domain.privacy import redacted_message
-from orchestrator.config import ConfigError, Settings, load_settings
+from runtime.settings import ConfigError, Settings, load_settings
 from wire.cloudevents import encode_event
 
 PARTNER = {"nombre": "Zoila Privada", "email": "zoila.privada@example.org", "telefono": "+57 310 1112233",

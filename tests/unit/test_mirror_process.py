@@ -7,8 +7,8 @@ import asyncio
 import json
 import sys
 
-from orchestrator.metrics import Metrics
 from orchestrator.mirror_process import MirrorProcess
+from runtime.metrics import Metrics
 
 REPORTS = [
     {"counters": {"snapshots_written_total": 3}, "gauges": {"snapshot_lag_records": 7}, "migrated": True},

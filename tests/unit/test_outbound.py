@@ -22,7 +22,7 @@ import pytest
 import bridges.pulsar_outbound as outbound
 from common.retry import Policy
 from domain.messages import Command, Destination
-from orchestrator.metrics import METRICS
+from runtime.metrics import METRICS
 
 # common/retry.py passes tenacity's `initial`, deprecated in the tenacity of the lock (a
 # DeprecationWarning, which pytest's settings turn into an error).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 
 import agents.partner_saga as agent
 import bridges.pulsar_outbound as outbound
+from agents import ports
 from domain import SagaState, ids
 from domain.lifecycle import Tombstone
 from tests.support.flows import partner_created
@@ -46,7 +48,7 @@ class Index:
 
 
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
     w = SimpleNamespace(table=Table(), index=Index(), dead=[], acked=[],
                         outbound=outbound.Outbound(100))
 
@@ -56,8 +58,8 @@ def world(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     monkeypatch.setattr(agent, "sagas", w.table)
     monkeypatch.setattr(agent, "DEADLINES", w.index)
     monkeypatch.setattr(agent, "dead_letter", dead_letter)
-    monkeypatch.setattr(agent, "OUTBOUND", w.outbound)
-    return w
+    with ports.bound(outbound=w.outbound):  # the adapter, handed over as the worker does
+        yield w
 
 
 def _event(partner_id: str) -> SimpleNamespace:
@@ -221,3 +223,12 @@ async def test_a_start_after_the_dedupe_horizon_opens_the_next_generation(
     assert state.generation == 2 and state.saga_id == new_id
     first_ids = {c.command_id for _, cmds, _ in retained.outbound._queue[:1] for c in cmds}
     assert first_ids.isdisjoint(c.command_id for c in retained.outbound._queue[-1][1])
+
+
+def test_an_adapter_not_bound_is_a_line_saying_so() -> None:
+    with ports.bound():
+        ports.PORTS._bound.clear()
+        with pytest.raises(RuntimeError, match="no outbound port bound: the worker binds"):
+            ports.PORTS.outbound.encode([])
+    with pytest.raises(TypeError, match="no port 'pulsar'"):
+        ports.bind(pulsar=object())

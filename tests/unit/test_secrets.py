@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.config import ConfigError, load_settings, redact
-from snapshots.errors import StoreUnavailable
+from runtime.errors import StoreUnavailable
+from runtime.settings import ConfigError, load_settings, redact
 from snapshots.store import SnapshotStore
 
 SECRET = "s3cret-Pa55"

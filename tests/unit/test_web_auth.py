@@ -16,8 +16,8 @@ from faust.exceptions import SameNode
 
 from orchestrator import auth, web_ops
 from orchestrator import web as views
-from orchestrator.app import app
 from orchestrator.auth import OPERATE, READ, START, Authority
+from runtime.app import app
 
 READER, STARTER, OPERATOR = "reader-token-0123456789", "starter-token-0123456789", "operator-token-0123456789"
 PARTNER = {"nombre": "Ana Pérez", "email": "ana.perez@example.com", "telefono": "+57 300 1234567",

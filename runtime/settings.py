@@ -152,7 +152,7 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(10.0, alias="KAFKA_SESSION_TIMEOUT", gt=1, le=300)
     heartbeat_interval_s: float = Field(1.0, alias="KAFKA_HEARTBEAT_INTERVAL", gt=0, le=30)
     # The consumer's fetch long-poll; it bounds how long a busy partition's next records can
-    # wait behind a fetch of the quiet ones (orchestrator/kafka_transport.py).
+    # wait behind a fetch of the quiet ones (runtime/faust_patches.py).
     fetch_max_wait_ms: int = Field(50, alias="KAFKA_FETCH_MAX_WAIT_MS", ge=1, le=30_000)
 
     # Brokers and database over TLS, with credentials (README, "Security"). Every secret is

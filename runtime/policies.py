@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from domain.definition import RetryPolicy, SagaDefinition, alpes_partner, partner_creation
-from orchestrator.config import Settings
+from runtime.settings import Settings
 
 __all__ = ["definition_from", "definitions_from"]
 

@@ -1,19 +1,23 @@
-"""The Faust application object, and nothing else (topics, tables and agents register
-themselves on it from streams/, tables/, agents/ and bridges/; see orchestrator/worker.py;
-views through `page`, which says the role their requests need)."""
+"""The Faust application object, and nothing else: Faust's idiom is one app module that
+topics, tables and agents import (streams/, tables/, agents/, bridges/ register themselves on
+it); orchestrator/worker.py, the composition root, puts the HTTP API's authentication in front
+of its web server and registers the views (orchestrator/web.py `page`). Making the app opens
+nothing: Faust connects when the worker starts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import faust
 
-from orchestrator import auth
-from orchestrator.config import Settings, settings
-from orchestrator.kafka_transport import SagaApp, SagaEvent
+from runtime.faust_patches import ManualAckEvent, SagaApp
+from runtime.settings import Settings, settings
 
-__all__ = ["app", "cfg", "create_app", "kafka_credentials", "page"]
+__all__ = ["WEB_MIDDLEWARES", "app", "cfg", "create_app", "kafka_credentials"]
+
+#: The web server's aiohttp middlewares, read when the worker starts its web server: the
+#: composition root (orchestrator/worker.py) puts the API's authentication here.
+WEB_MIDDLEWARES: list[Any] = []
 
 
 def kafka_credentials(cfg: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
@@ -58,8 +62,9 @@ def create_app(cfg: Settings) -> faust.App:
         web_bind=cfg.web_bind or cfg.web_host,
         web_port=cfg.web_port,
         web_enabled=True,
-        # Every request goes through the API's authentication (orchestrator/auth.py).
-        web_application_options={"middlewares": [auth.middleware(auth.Authority.from_settings(cfg))]},
+        # The API's authentication (orchestrator/auth.py), which orchestrator/worker.py puts
+        # in WEB_MIDDLEWARES before the web server starts.
+        web_application_options={"middlewares": WEB_MIDDLEWARES},
         # Faust's own views: /table/{name}/{key} reads any table's data (the partners' too),
         # /router lists every worker's address. Nothing here needs them: a status request is
         # forwarded to its partition's owner from the assignor's metadata (app.router), not
@@ -72,16 +77,10 @@ def create_app(cfg: Settings) -> faust.App:
         stream_buffer_maxsize=8192,
         fetch_max_wait_ms=cfg.fetch_max_wait_ms,
         # Events a stream skips stay unacknowledged on manual_ack topics (kafka_transport.py).
-        Event=SagaEvent,
+        Event=ManualAckEvent,
     )
 
 
 cfg = settings()
 app = create_app(cfg)
 
-
-def page(path: str, *, role: str | None,
-         browser_page: Callable[[], str] | None = None) -> Callable[[Any], Any]:
-    """`app.page(path)` with the role its requests need: `read`, `start`, `operate`, or None
-    (open to anyone); see orchestrator/auth.py."""
-    return auth.page(app, path, role=role, browser_page=browser_page)

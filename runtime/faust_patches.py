@@ -1,4 +1,23 @@
-"""Faust's aiokafka transport with a short fetch long-poll, and a cheaper producer path.
+"""The patches this project makes to Faust: the most fragile code of the project.
+
+They override private methods of faust-streaming, read in version 0.15.3 (pinned in
+pyproject.toml). A new Faust may rename, move or change any of them; the test
+`tests/unit/test_faust_patches.py::test_the_patched_faust_methods_are_the_ones_read` keeps a
+digest of each method's source as read, and fails, naming the method, when one differs: read
+the new one and this module again before you change the pin. What is overridden, and why:
+
+- `faust.App.maybe_start_producer`, `App._new_producer` (`SagaApp`): the producer answered at
+  once once started; the changelog buffer's limit raised (`ProducerBuffer.max_messages`).
+- `faust.App._new_transport`, `AIOKafkaConsumerThread._create_worker_consumer`,
+  `faust.transport.drivers.aiokafka.Consumer._new_consumer_thread` (`Transport`,
+  `_ConsumerThread`, `_Consumer`): the worker consumer with a short fetch long-poll.
+- `faust.transport.consumer.Consumer.getmany`, `.perform_seek`, `._new_offset`
+  (`_Consumer`), `faust.Event.ack` (`ManualAckEvent`): no record is skipped for good at a
+  rebalance.
+
+The details:
+
+Faust's aiokafka transport with a short fetch long-poll, and a cheaper producer path.
 
 Faust creates its worker consumer with ``fetch_max_wait_ms=1500``, fixed. aiokafka keeps at
 most one fetch request in flight per broker, and a request names only the partitions that
@@ -31,7 +50,7 @@ taking over a killed one's partitions skipped one record in 5 runs):
   partition with nothing committed kept its position. ``_Consumer.perform_seek`` seeks it to
   its beginning; the saga agent recognises the events it applied (domain/transition.py).
 - A stream acknowledges an event it skips (read while the flow was stopped for a rebalance,
-  or from an older generation) though nothing processed it. ``SagaEvent.ack`` refuses that
+  or from an older generation) though nothing processed it. ``ManualAckEvent.ack`` refuses that
   for the topics whose agent acknowledges for itself (``manual_ack``), and
   ``_Consumer._new_offset`` commits no further than the first offset not acknowledged
   (Faust's own check lets a commit pass a single missing offset), and reads the partition
@@ -54,7 +73,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message, ProducerT, StreamT
 from mode import Service
 
-__all__ = ["CHANGELOG_BUFFER_MAX", "SagaApp", "SagaEvent", "Transport", "acknowledge", "manual_ack"]
+__all__ = ["CHANGELOG_BUFFER_MAX", "ManualAckEvent", "SagaApp", "Transport", "acknowledge", "manual_ack"]
 
 log = logging.getLogger(__name__)
 #: Seconds before a partition is read again once more from the same unacknowledged offset.
@@ -97,7 +116,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
-class SagaEvent(faust.Event):
+class ManualAckEvent(faust.Event):
     """A Faust event that a stream cannot acknowledge behind its agent's back on the topics
     whose agent acknowledges for itself (see the module docstring)."""
 
@@ -113,7 +132,7 @@ class SagaEvent(faust.Event):
 
 def manual_ack(topic: str) -> None:
     """Only `acknowledge` acknowledges this topic's events from now on."""
-    SagaEvent.manual_topics.add(topic)
+    ManualAckEvent.manual_topics.add(topic)
 
 
 async def acknowledge(stream: StreamT[Any], event: Any) -> None:
