@@ -1,4 +1,4 @@
-"""PARTICIPANTS=alpes: the orchestrator drives the Alpes services as they are (simulators/alpes.py:
+"""PARTICIPANTS=alpes: the orchestrator drives the Alpes services as they are (simulators/alpes/:
 integraciones' HTTP API and Avro PartnerCreado, alianzas' JSON ContratoCreado, compliance's
 JSON decision), on the real local stack."""
 

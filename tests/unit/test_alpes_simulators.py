@@ -14,18 +14,17 @@ import pytest
 from aiohttp import ClientSession
 
 from simulators.alpes import (
-    MONTO_RECHAZO,
-    VALIDACIONES,
     AlpesBehaviour,
     AlpesParticipants,
     AlpesTopics,
     Compliance,
-    _parser,
     contrato_id_for,
     email_with,
     make_contract,
     review,
 )
+from simulators.alpes.__main__ import _parser
+from simulators.alpes.common import MONTO_RECHAZO, VALIDACIONES
 from wire.alpes import (
     COMANDO_CREAR_PARTNER,
     COMANDO_CREAR_PARTNER_DEFINITION,
