@@ -299,18 +299,25 @@ class SnapshotStore:
         self._kwargs: dict[str, Any] = {"autocommit": False, "connect_timeout": 2}
         if password is not None:  # DATABASE_PASSWORD(_FILE): kept out of the URL
             self._kwargs["password"] = password
-        # Reads (web requests, /ready) share a small pool; the mirror writes on a connection
-        # of its own that it reopens at once when PostgreSQL returns, so that catching up
-        # waits for no backoff.
-        # `check`: a pooled connection is tested before use, so the first read after a
-        # PostgreSQL restart does not fail on a connection that died with the old server.
-        self.pool = AsyncConnectionPool(url, min_size=1, max_size=max_size, open=False,
-                                        kwargs=self._kwargs, configure=self._configure,
-                                        check=AsyncConnectionPool.check_connection,
-                                        reconnect_timeout=reconnect_timeout_s)
+        self._max_size, self._reconnect_timeout_s = max_size, reconnect_timeout_s
+        self._pool: AsyncConnectionPool | None = None
         self._writer: psycopg.AsyncConnection[Any] | None = None
         self._counts: tuple[float, dict[str, int]] | None = None
         self._counting: asyncio.Future[dict[str, int]] | None = None
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        """Reads (web requests, /ready) share a small pool, made at first use (`open`): making
+        a store opens and makes nothing. The mirror writes on a connection of its own that it
+        reopens at once when PostgreSQL returns, so that catching up waits for no backoff.
+        `check`: a pooled connection is tested before use, so the first read after a
+        PostgreSQL restart does not fail on a connection that died with the old server."""
+        if self._pool is None:
+            self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=self._max_size, open=False,
+                                             kwargs=self._kwargs, configure=self._configure,
+                                             check=AsyncConnectionPool.check_connection,
+                                             reconnect_timeout=self._reconnect_timeout_s)
+        return self._pool
 
     async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Every new connection works in the snapshot schema."""
@@ -330,7 +337,8 @@ class SnapshotStore:
     async def close(self) -> None:
         if self._writer is not None:
             await self._writer.close()
-        await self.pool.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     async def _write(self, fn: Any) -> Any:
         try:
