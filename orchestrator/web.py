@@ -24,7 +24,7 @@ from domain.state import TERMINAL
 from orchestrator import auth
 from orchestrator.auth import READ, START
 from orchestrator.services import STORE
-from runtime.app import app, cfg
+from runtime.app import WEB_MIDDLEWARES, app, cfg
 from runtime.errors import StoreUnavailable
 from runtime.metrics import METRICS
 from streams.partner_saga import saga_events
@@ -33,6 +33,13 @@ from wire.internal import SagaEnvelope
 
 __all__ = ["MAX_BODY_BYTES", "BadRequest", "HealthView", "MetricsView", "SagaStatusView",
            "StartPartnerCreation", "read_body"]
+
+
+# Every request goes through the API's authentication (orchestrator/auth.py). aiohttp copies
+# the middlewares when Faust makes its web application, at the first view registered: so here,
+# before `page` registers any.
+if not WEB_MIDDLEWARES:
+    WEB_MIDDLEWARES.append(auth.middleware(auth.Authority.from_settings(cfg)))
 
 
 def page(path: str, *, role: str | None,

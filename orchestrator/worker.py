@@ -18,17 +18,13 @@ import orchestrator.web
 import orchestrator.web_ops
 import streams.partner_saga
 import tables.partner_saga
-from orchestrator import auth
-from runtime.app import WEB_MIDDLEWARES, app, cfg
+from runtime.app import app
 
 __all__ = ["app"]
 
 # The adapters the agents use (agents/ports.py).
 agents.ports.bind(outbound=bridges.pulsar_outbound.OUTBOUND, partners=bridges.alpes.ALPES,
                   snapshots=orchestrator.services.STORE)
-# Every request goes through the API's authentication (orchestrator/auth.py), in place before
-# the web server is made (at the worker's start).
-WEB_MIDDLEWARES.append(auth.middleware(auth.Authority.from_settings(cfg)))
 
 _registered = (agents.deadlines, agents.partner_routing, agents.partner_saga, agents.retention,
                bridges.pulsar_inbound, bridges.pulsar_outbound, orchestrator.services, orchestrator.web,

@@ -15,8 +15,9 @@ from runtime.settings import Settings, settings
 
 __all__ = ["WEB_MIDDLEWARES", "app", "cfg", "create_app", "kafka_credentials"]
 
-#: The web server's aiohttp middlewares, read when the worker starts its web server: the
-#: composition root (orchestrator/worker.py) puts the API's authentication here.
+#: The web server's aiohttp middlewares, copied by aiohttp when Faust makes its web application
+#: (at the first view registered): orchestrator/web.py puts the API's authentication here
+#: before it registers any view.
 WEB_MIDDLEWARES: list[Any] = []
 
 
@@ -62,8 +63,8 @@ def create_app(cfg: Settings) -> faust.App:
         web_bind=cfg.web_bind or cfg.web_host,
         web_port=cfg.web_port,
         web_enabled=True,
-        # The API's authentication (orchestrator/auth.py), which orchestrator/worker.py puts
-        # in WEB_MIDDLEWARES before the web server starts.
+        # The API's authentication (orchestrator/auth.py), which orchestrator/web.py puts in
+        # WEB_MIDDLEWARES before any view is registered.
         web_application_options={"middlewares": WEB_MIDDLEWARES},
         # Faust's own views: /table/{name}/{key} reads any table's data (the partners' too),
         # /router lists every worker's address. Nothing here needs them: a status request is

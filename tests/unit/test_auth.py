@@ -322,4 +322,6 @@ def test_every_route_of_the_worker_has_a_policy_and_only_probes_are_open() -> No
     assert {auth.ROUTES[p].role for p in routes if p.startswith("/api/v1/saga")} == {READ, START, OPERATE}
     # Faust's /table (any table's data) and /router (every worker's address) are not served.
     assert app.conf.web_tables_enabled is False and app.conf.web_router_enabled is False
-    assert len(app.conf.web_application_options["middlewares"]) == 1
+    # The web application the worker serves has the authentication in front (aiohttp copies
+    # the middlewares when it is made: the list being filled later would not count).
+    assert [m.__qualname__ for m in app.web.web_app.middlewares] == ["middleware.<locals>.authenticate"]
