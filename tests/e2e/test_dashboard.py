@@ -202,6 +202,9 @@ async def test_needs_attention_and_retry_with_and_without_the_token(  # type: ig
     assert participants.counts["revert_failed"] > before  # the retry really ran the undo again
     await page.js("document.querySelector('#attention tr.saga').click()")
     await page.until("!document.getElementById('retry').disabled", 15, "a Retry button enabled")
+    # The page renders the saga at its next refresh; wait for its state, not only the button.
+    await page.until("document.getElementById('raw').textContent.includes('\"partner\"')", 15,
+                     "the saga's state shown")
     raw = await page.js("return document.getElementById('raw').textContent")
     assert '"nombre": "Partner' in raw and '@example.com' in raw  # the operator sees the partner
     await page.click("#retry")
