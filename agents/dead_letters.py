@@ -44,7 +44,7 @@ def letter(original: bytes, reason: str, *, origin: str, message_id: str = "",
     """The dead letter of `original`: its value and headers."""
     value = redacted_message(original)
     headers = {
-        "reason": masked(reason)[:1000].encode(),
+        "reason": masked(reason)[:1000].encode(errors="replace"),
         "origin": origin.encode(),
         "message_id": message_id.encode(),
         "dead_lettered_at": f"{time.time():.3f}".encode(),

@@ -82,4 +82,10 @@ def redacted_message(raw: bytes) -> bytes:
         out = _FIELD_IN_BYTES.sub(lambda m: m.group(1) + f'"{MASK}"'.encode(), raw)
         return _EMAIL_IN_BYTES.sub(
             lambda m: mask_email(m.group(0).decode("utf-8", "replace")).encode(), out)
-    return raw if hidden == doc else json.dumps(hidden, ensure_ascii=False).encode()
+    if hidden == doc:
+        return raw
+    text = json.dumps(hidden, ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (a "\ud800" escape): escaped, still JSON
+        return json.dumps(hidden).encode()

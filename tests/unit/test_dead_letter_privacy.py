@@ -105,3 +105,12 @@ def test_a_bad_key_is_one_line_naming_the_setting_not_the_key(
         load_settings()
     line = str(err.value)
     assert says in line and "\n" not in line and secret not in line and GOOD_KEY not in line
+
+
+def test_a_lone_surrogate_in_a_message_to_mask_stays_json() -> None:
+    # JSON may escape a lone surrogate ("\ud800"), which no UTF-8 can encode (found by the
+    # hostile-message generator of `make chaos`).
+    raw = b'{"data": {"partner_id": "x\\ud800", "email": "ana@example.com"}}'
+    value, headers = letter(raw, "invalid", origin="t", sealer=SEALER)
+    assert json.loads(value) == {"data": {"partner_id": "x\ud800", "email": "a***@example.com"}}
+    assert SEALER.unseal(headers["sealed"]) == raw
