@@ -14,7 +14,7 @@ middleware on Faust's web application for every request (README, "Security").
   dashboard is given its page (code, no data) with the same status: the page then asks for
   a token and sends it with every call.
 - `operate` implies `read`; only `operate` sees the partners' personal data: every JSON
-  answer to a caller without it is masked (orchestrator.privacy.masked).
+  answer to a caller without it is masked (domain.privacy.masked).
 - API_AUTH=open: anyone holds every role (a WARNING line at start-up says so).
 
 A status request one worker forwards to the owner of the saga's partition
