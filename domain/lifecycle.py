@@ -25,10 +25,10 @@ from pydantic import BaseModel, ConfigDict
 
 from domain import ids
 from domain.messages import PartnerCreated, SagaEvent, StartSaga
-from domain.state import NEEDS_OPERATOR, TERMINAL, SagaState
+from domain.state import NEEDS_OPERATOR, TERMINAL, SagaState, SagaStatus
 
-__all__ = ["RETAINABLE", "Tombstone", "TombstoneVerdict", "bury", "business_key", "on_tombstone",
-           "opens_saga", "retainable"]
+__all__ = ["RETAINABLE", "Tombstone", "TombstoneVerdict", "bury", "business_key", "erasure_refusal",
+           "on_tombstone", "opens_saga", "retainable"]
 
 #: The end statuses retention may remove from the live tables.
 RETAINABLE = frozenset(TERMINAL - NEEDS_OPERATOR)
@@ -37,6 +37,17 @@ RETAINABLE = frozenset(TERMINAL - NEEDS_OPERATOR)
 def retainable(state: SagaState) -> bool:
     """May retention remove this saga from the live tables? Only an end nobody must act on."""
     return state.status in RETAINABLE
+
+
+def erasure_refusal(status: str) -> str | None:
+    """Why a saga in `status` may not have its personal data erased, or None: like retention,
+    only an end nobody must act on (a live saga still sends the data; an undo waiting for a
+    person may need it)."""
+    if status in RETAINABLE:
+        return None
+    why = ("its compensation failed and waits for a person: retry it (the undo may need the data) "
+           "or resolve it first" if status == SagaStatus.COMPENSATION_FAILED else "it is still running")
+    return f"erasure applies to a saga that ended completed, failed or compensated; {why}"
 
 
 def business_key(state: SagaState) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from domain import ids
 from domain.definition import PARTNER_CREATION, Action, SagaDefinition, Step
-from domain.lifecycle import RETAINABLE
+from domain.lifecycle import erasure_refusal
 from domain.messages import (
     AllianceCreated,
     CancelRequested,
@@ -409,10 +409,9 @@ def _erase(c: _Change, event: ErasureRequested) -> str | None:
     s = c.s
     if s.erased_at is not None:
         return _Expected("the partner's personal data is already erased")
-    if s.status not in RETAINABLE:
-        why = ("its compensation failed and waits for a person: retry it (the undo may need the data) "
-               "or resolve it first" if s.status == SagaStatus.COMPENSATION_FAILED else "it is still running")
-        return f"erasure applies to a saga that ended completed, failed or compensated; {why} ({s.status})"
+    refused = erasure_refusal(s.status)
+    if refused is not None:
+        return f"{refused} ({s.status})"
     c.set(partner=ErasedPartner(), erased_at=c.now,
           # Remembered to recognise a redelivered event, which then re-sends nothing.
           applied=tuple(a.model_copy(update={"commands": ()}) for a in s.applied),

@@ -39,7 +39,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         keys = [k for f in args.key_file for k in parse_keys(read_secret(f))]
         try:
-            keys += _configured_keys()
+            keys += load_settings().dead_letter_keys_list()
         except (ConfigError, ValueError):
             if not keys:
                 raise
@@ -54,12 +54,3 @@ def main(argv: Sequence[str]) -> int:
     sys.stdout.buffer.write(original)
     sys.stdout.buffer.flush()
     return 0
-
-
-def _configured_keys() -> list[str]:
-    cfg = load_settings()
-    if cfg.dead_letter_keys_file is not None:
-        return parse_keys(read_secret(cfg.dead_letter_keys_file))
-    if cfg.dead_letter_keys:
-        return parse_keys(cfg.dead_letter_keys)
-    return parse_keys(read_secret(cfg.datadir / "dead-letter.key"))

@@ -17,12 +17,13 @@ from pydantic import ValidationError
 from bridges.pulsar_inbound import INBOUND_TOPICS, LINK, SUBSCRIBE_ERRORS, SUBSCRIBED
 from bridges.pulsar_outbound import FAILING_TOPICS, OUTBOUND_TOPICS
 from domain.definition import definitions
+from domain.lifecycle import erasure_refusal
 from domain.messages import CancelRequested, ErasureRequested, RetryRequested, SagaEvent
 from orchestrator.auth import OPERATE, READ
 from orchestrator.services import STORE, readiness
 from orchestrator.web import BadRequest, page, read_body
 from runtime.errors import BadQuery, StoreUnavailable
-from snapshots.store import RETAINABLE_STATUSES, TERMINAL_STATUSES
+from snapshots.store import TERMINAL_STATUSES
 from streams.partner_saga import saga_events
 from wire.internal import SagaEnvelope
 
@@ -227,11 +228,9 @@ async def _erase_one(saga_id: str, known: dict[str, Any] | None) -> dict[str, An
                     "detail": "the saga left the live tables (retention) without its personal data"}
         if known.get("erased_at") is not None:
             return {"outcome": "already_erased", "saga_status": status, "erased_at": known["erased_at"]}
-        if status not in RETAINABLE_STATUSES:
-            why = ("its compensation failed and waits for a person: retry it or resolve it first (the undo "
-                   "may need the data)" if status == "compensation_failed" else "it is still running")
-            return {"outcome": "refused", "saga_status": status,
-                    "error": f"erasure applies to a saga that ended completed, failed or compensated; {why}"}
+        refused = erasure_refusal(str(status))
+        if refused is not None:
+            return {"outcome": "refused", "saga_status": status, "error": refused}
     request_id = f"erase:{saga_id}:{uuid.uuid4()}"
     failed = await _record(saga_id, ErasureRequested(event_id=request_id, saga_id=saga_id))
     if failed is not None:

@@ -437,20 +437,24 @@ class Settings(BaseSettings):
             return read_secret(self.database_password_file)
         return self.database_password
 
-    def dead_letter_sealer(self, *, create: bool = False) -> Sealer:
-        """The sealer of dead letters' originals: DEAD_LETTER_KEYS(_FILE), else the key in
+    def dead_letter_keys_list(self, *, create: bool = False) -> list[str]:
+        """The keys of dead letters' originals: DEAD_LETTER_KEYS(_FILE), else the key in
         DATADIR/dead-letter.key, made there (mode 600) when `create` and it is missing."""
         if self.dead_letter_keys_file is not None:
-            return Sealer(parse_keys(read_secret(self.dead_letter_keys_file)))
+            return parse_keys(read_secret(self.dead_letter_keys_file))
         if self.dead_letter_keys:
-            return Sealer(parse_keys(self.dead_letter_keys))
+            return parse_keys(self.dead_letter_keys)
         path = self.datadir / "dead-letter.key"
         if create and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(new_key() + "\n")
-        return Sealer(parse_keys(read_secret(path)))
+        return parse_keys(read_secret(path))
+
+    def dead_letter_sealer(self, *, create: bool = False) -> Sealer:
+        """The sealer of dead letters' originals, with `dead_letter_keys_list`."""
+        return Sealer(self.dead_letter_keys_list(create=create))
 
     def insecure_warnings(self) -> list[str]:
         """Lines for the start-up log: credentials that would travel in clear."""
