@@ -1,0 +1,93 @@
+"""The outbox bridge on its own, as the worker starts it (OUTBOX_BRIDGE=process):
+
+    python -m bridges outbox [--report]
+
+It sends the sagas' commands from the Kafka outbox on to Pulsar and the participants' APIs
+(bridges/outbox.py), with the worker's settings. It runs no Faust worker: only the Faust
+app's producer, through which its dead letters and the Alpes services' answers go to Kafka.
+With --report it prints its counters, gauges and failing Pulsar topics as one JSON line
+every REPORT_EVERY_S on stdout (the worker shows them in /metrics and /ready). A send round
+that fails past its budget twice ends the process (exit code 70): the worker starts another,
+which reads the records not committed again (same command ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+
+from runtime.settings import ConfigError
+
+__all__ = ["REPORT_EVERY_S", "main"]
+
+log = logging.getLogger("bridges.outbox")
+
+#: How often `outbox --report` prints.
+REPORT_EVERY_S = 0.5
+#: The exit code of a bridge that gave up on a round (bridges.pulsar_outbound.RoundFailed).
+GAVE_UP = 70
+
+
+async def serve(report: bool) -> None:
+    from bridges.alpes import ALPES
+    from bridges.outbox import OUTBOX_BRIDGE
+    from bridges.pulsar_inbound import LINK
+    from bridges.pulsar_outbound import FAILING_TOPICS, OUTBOUND, open_producers
+    from runtime.app import app
+    from runtime.metrics import METRICS
+
+    async def give_up(exc: BaseException) -> None:
+        log.critical("outbox bridge: %s; exiting", exc)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(GAVE_UP)
+
+    OUTBOUND._crash = give_up
+
+    async def reporter() -> None:
+        while True:
+            labeled = [[name, dict(labels), value] for (name, labels), value in METRICS.counters.items()]
+            line = {"counters": {}, "labeled": labeled, "gauges": METRICS.gauges,
+                    "failing_topics": dict(FAILING_TOPICS)}
+            sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
+            await asyncio.sleep(REPORT_EVERY_S)
+
+    await app.maybe_start_producer()
+    tasks = [asyncio.create_task(OUTBOUND.run()), asyncio.create_task(OUTBOX_BRIDGE.run()),
+             asyncio.create_task(open_producers())]
+    if report:
+        tasks.append(asyncio.create_task(reporter()))
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await ALPES.calls.close()
+        await LINK.close()
+        await app.producer.stop()
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] != "outbox":
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    try:
+        asyncio.run(serve("--report" in sys.argv[2:]))
+    except ConfigError as exc:
+        print(f"outbox bridge: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
