@@ -156,10 +156,6 @@ class ChangelogMirror:
             sagas_changelog(self.cfg), bootstrap_servers=self.cfg.kafka_bootstrap,
             group_id=f"{self.cfg.app_id}-snapshots", enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=2000,
-            # Larger fetches, less often: the mirror is not on a saga's path (a snapshot may
-            # lag a quarter second more), and each fetch costs it, Kafka and the cores the
-            # saga agent needs (#23).
-            fetch_min_bytes=256 * 1024, fetch_max_wait_ms=250,
             session_timeout_ms=int(self.cfg.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.cfg.heartbeat_interval_s * 1000),
             **self.cfg.kafka_client_options())
