@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -53,7 +55,9 @@ NATIVE = "native threads (no Python frame: Pulsar C++, RocksDB, uvloop)"
 
 def record(pid: int, seconds: float, out: Path, rate: int = 100) -> subprocess.Popen[bytes]:
     """Start py-spy on `pid` and its children for `seconds`; it writes collapsed stacks to `out`."""
-    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--subprocesses", "--threads",
+    # The project's own py-spy (pyproject.toml's dev dependencies), beside this Python.
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--subprocesses", "--threads",
                              "--nonblocking", "--rate", str(rate), "--duration", str(int(seconds)),
                              "--format", "raw", "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

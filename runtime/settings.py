@@ -206,6 +206,8 @@ class Settings(BaseSettings):
     # for at most this long.
     saga_batch_max: int = Field(500, alias="SAGA_BATCH_MAX", ge=1, le=10_000)
     saga_batch_within_s: float = Field(0.005, alias="SAGA_BATCH_WITHIN_S", gt=0, le=1.0)
+    # Decoded saga states kept for the sagas' next events (~15 KB each).
+    saga_state_cache: int = Field(1024, alias="SAGA_STATE_CACHE", ge=1, le=1_000_000)
 
     # Step policies: how long a step waits for its reply, how often it is tried, and the
     # backoff between tries of a failed undo. Per-action values override the defaults.

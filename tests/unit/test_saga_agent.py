@@ -89,7 +89,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
 
     monkeypatch.setattr(agent, "DEADLINES", w.index)
     monkeypatch.setattr(agent, "dead_letter_in", dead_letter_in)
-    monkeypatch.setattr(agent, "DECODED", agent.DecodedStates())
+    monkeypatch.setattr(agent, "DECODED", agent.DecodedStates(64))
     yield w
 
 
