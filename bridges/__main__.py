@@ -5,8 +5,11 @@
 It sends the sagas' commands from the Kafka outbox on to Pulsar and the participants' APIs
 (bridges/outbox.py), with the worker's settings. It runs no Faust worker: only the Faust
 app's producer, through which its dead letters and the Alpes services' answers go to Kafka.
-With --report it prints its counters, gauges and failing Pulsar topics as one JSON line
-every REPORT_EVERY_S on stdout (the worker shows them in /metrics and /ready). A send round
+With --report (the worker's child) it follows the outbox partitions the worker tells it on
+stdin, one JSON line after each rebalance (`{"partitions": [0, 3]}`: those of the sagas the
+worker actively owns), ends when stdin closes (the worker is gone), and prints its counters,
+gauges and failing Pulsar topics as one JSON line every REPORT_EVERY_S on stdout (the worker
+shows them in /metrics and /ready). Without it, it forwards every outbox partition. A send round
 that fails past its budget twice ends the process (exit code 70): the worker starts another,
 which reads the records not committed again (same command ids).
 """
@@ -18,6 +21,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 from runtime.settings import ConfigError
 
@@ -31,12 +35,22 @@ REPORT_EVERY_S = 0.5
 GAVE_UP = 70
 
 
+async def listen(follow: Callable[[list[int]], None]) -> None:
+    """The worker's lines on stdin: which outbox partitions to follow. Returns at EOF."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    async for line in reader:
+        follow([int(p) for p in json.loads(line)["partitions"]])
+    log.info("outbox bridge: the worker closed its end; stopping")
+
+
 async def serve(report: bool) -> None:
     from bridges.alpes import ALPES
     from bridges.outbox import OUTBOX_BRIDGE
     from bridges.pulsar_inbound import LINK
     from bridges.pulsar_outbound import FAILING_TOPICS, OUTBOUND, open_producers
-    from runtime.app import app
+    from runtime.app import app, cfg
     from runtime.metrics import METRICS
 
     async def give_up(exc: BaseException) -> None:
@@ -57,17 +71,20 @@ async def serve(report: bool) -> None:
             await asyncio.sleep(REPORT_EVERY_S)
 
     await app.maybe_start_producer()
-    tasks = [asyncio.create_task(OUTBOUND.run()), asyncio.create_task(OUTBOX_BRIDGE.run()),
-             asyncio.create_task(open_producers())]
+    opening = asyncio.create_task(open_producers())  # done once they are open
+    tasks = [asyncio.create_task(OUTBOUND.run()), asyncio.create_task(OUTBOX_BRIDGE.run())]
     if report:
         tasks.append(asyncio.create_task(reporter()))
+        tasks.append(asyncio.create_task(listen(OUTBOX_BRIDGE.follow)))
+    else:
+        OUTBOX_BRIDGE.follow(range(cfg.topic_partitions))
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        # Until a task fails, or the worker closes stdin (listen returns).
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             task.result()
-        await asyncio.gather(*tasks)
     finally:
-        for task in tasks:
+        for task in (*tasks, opening):
             task.cancel()
         await ALPES.calls.close()
         await LINK.close()

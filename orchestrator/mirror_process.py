@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from common.retry import policy
@@ -39,16 +40,18 @@ class MirrorExited(RuntimeError):
     """The child kept exiting and the restart policy's budget is spent."""
 
 
-#: The child's scheduling priority below the worker's: when the cores are busy, the saga agent
-#: comes first and the snapshots catch up after (#23).
-NICENESS = 10
+#: The mirror's scheduling priority below the worker's: when the cores are busy, the saga agent
+#: comes first and the snapshots catch up after (#23). (Not the outbox bridge's: it is on
+#: every saga's path.)
+MIRROR_NICENESS = 10
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _die_with_parent(niceness: int = 0) -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
+    if niceness:
+        with contextlib.suppress(OSError):
+            os.nice(niceness)
 
 
 class MirrorProcess:
@@ -60,7 +63,8 @@ class MirrorProcess:
     def __init__(self, metrics: Metrics, *, command: list[str] | None = None,
                  on_report: Callable[[dict[str, Any]], None] | None = None,
                  name: str = "snapshot mirror", restarts: str = "snapshot_mirror_restarts_total",
-                 restart_policy: str = "mirror-restart") -> None:
+                 restart_policy: str = "mirror-restart", niceness: int = MIRROR_NICENESS,
+                 on_start: Callable[[], None] | None = None) -> None:
         self.metrics = metrics
         self.command = command or [sys.executable, "-m", "snapshots", "mirror", "--report"]
         self.migrated = False
@@ -68,6 +72,9 @@ class MirrorProcess:
         self.name = name
         self.restarts = restarts
         self.restart_policy = restart_policy
+        self.niceness = niceness
+        #: Called once the child runs: what it must be told first (`tell`), say.
+        self.on_start = on_start
         # (name, labels) -> counters of children that already exited, and the running one's
         self._base: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
@@ -101,10 +108,13 @@ class MirrorProcess:
 
     async def _run_once(self) -> int:
         self._proc = proc = await asyncio.create_subprocess_exec(
-            *self.command, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
-            preexec_fn=_die_with_parent)
+            *self.command, stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE if self.on_start else asyncio.subprocess.DEVNULL,
+            preexec_fn=partial(_die_with_parent, self.niceness))
         log.info("%s: child process %d", self.name, proc.pid)
         assert proc.stdout is not None
+        if self.on_start is not None:
+            self.on_start()
         try:
             async for line in proc.stdout:
                 self._report(line)
@@ -133,6 +143,12 @@ class MirrorProcess:
             self.metrics.set(name, value)
         if self.on_report is not None:
             self.on_report(report)
+
+    def tell(self, message: dict[str, Any]) -> None:
+        """A JSON line to the running child's stdin (children started with `on_start`)."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None and proc.stdin is not None:
+            proc.stdin.write(json.dumps(message).encode() + b"\n")
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None

@@ -8,6 +8,7 @@ import logging
 import sys
 from typing import Any
 
+from bridges.outbox import OUTBOX_BRIDGE
 from bridges.pulsar_outbound import FAILING_TOPICS
 from common.retry import policy
 from orchestrator.mirror_process import MirrorProcess
@@ -39,16 +40,28 @@ def _bridge_report(report: dict[str, Any]) -> None:
     _BRIDGE_FAILING.update(failing)
 
 
+def _tell_bridge() -> None:
+    """The outbox bridge follows the outbox partitions of the sagas this worker actively owns
+    (bridges/outbox.py): told after each rebalance, and when its process starts."""
+    events_topic = saga_events.get_topic_name()
+    partitions = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events_topic)
+    if cfg.outbox_bridge == "process":
+        BRIDGE.tell({"partitions": partitions})
+    else:
+        OUTBOX_BRIDGE.follow(partitions)
+
+
 #: The outbox bridge as its own process (OUTBOX_BRIDGE=process): bridges/__main__.py.
 BRIDGE = MirrorProcess(METRICS, command=[sys.executable, "-m", "bridges", "outbox", "--report"],
                        on_report=_bridge_report, name="outbox bridge", restarts="bridge_restarts_total",
-                       restart_policy="bridge-restart")
+                       restart_policy="bridge-restart", niceness=0, on_start=_tell_bridge)
 _state = {"joined": False, "schema_ready": False}
 
 
 @app.on_rebalance_complete.connect
 async def _joined(sender: Any, /, *args: Any, **kwargs: Any) -> None:
     _state["joined"] = True
+    _tell_bridge()
     events_topic = saga_events.get_topic_name()
     METRICS.set("assigned_partitions",
                 sum(1 for tp in app.assignor.assigned_actives() if tp.topic == events_topic))

@@ -1,6 +1,7 @@
-"""The outbox bridge (bridges/outbox.py) with a fake consumer and sender: a batch's records are
-handed over in partition order, a record no version wrote is dead-lettered with the reason,
-and offsets are committed only once every command of the batch is sent."""
+"""The outbox bridge (bridges/outbox.py) with a fake consumer and sender: it follows the
+partitions it is told, each from its committed offset; a batch's records are handed over in
+partition order, a record no version wrote is dead-lettered with the reason, and offsets are
+committed only once every command of the batch is sent."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from aiokafka import TopicPartition
 from bridges.outbox import OutboxBridge
 from domain.messages import Command, Destination
 from runtime.app import cfg
+from streams.partner_saga import outbox
 from wire.internal import OutboxEntry
 
 
@@ -47,11 +49,25 @@ class Sender:
 class Consumer:
     def __init__(self, batches: list[dict[Any, list[Any]]]) -> None:
         self.batches = batches
-        self.committed: list[dict[Any, int]] = []
+        self.commits: list[dict[Any, int]] = []
+        self.assigned: list[TopicPartition] = []
+        self.positions: dict[TopicPartition, int | str] = {}
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        self.assigned = tps
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return 3 if tp.partition == 0 else None
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+    async def seek_to_beginning(self, tp: TopicPartition) -> None:
+        self.positions[tp] = "beginning"
 
     async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
         if not self.batches:
@@ -59,7 +75,7 @@ class Consumer:
         return self.batches.pop(0)
 
     async def commit(self, offsets: dict[Any, int]) -> None:
-        self.committed.append(offsets)
+        self.commits.append(offsets)
 
 
 def test_an_outbox_record_of_any_version_is_read() -> None:
@@ -73,7 +89,7 @@ def test_an_outbox_record_of_any_version_is_read() -> None:
 
 
 async def test_a_batch_is_committed_only_once_every_command_is_sent() -> None:
-    p0, p1 = TopicPartition("outbox", 0), TopicPartition("outbox", 1)
+    p0, p1 = TopicPartition(outbox.get_topic_name(), 0), TopicPartition(outbox.get_topic_name(), 1)
     entry = OutboxEntry(commands=(_command("a", 1), _command("a", 2))).model_dump_json().encode()
     later = OutboxEntry(commands=(_command("a", 3),)).model_dump_json().encode()
     other = OutboxEntry(commands=(_command("b", 1),)).model_dump_json().encode()
@@ -88,6 +104,7 @@ async def test_a_batch_is_committed_only_once_every_command_is_sent() -> None:
         return done
 
     bridge = OutboxBridge(cfg, sender, dead_letter=dead_letter, consumer=lambda: consumer)  # type: ignore[arg-type]
+    bridge.follow([1, 0])  # the partitions of the sagas its worker owns
     run = asyncio.create_task(bridge.run())
     for _ in range(100):
         if len(sender.acks) == 3:
@@ -96,12 +113,15 @@ async def test_a_batch_is_committed_only_once_every_command_is_sent() -> None:
     # Handed over in partition order; the bad record dead-lettered with why, not sent.
     assert sender.handed == ["a-1", "a-2", "a-3", "b-1"]
     (value, reason, origin), = dead
-    assert value == b"not an outbox record" and "invalid outbox record" in reason and origin == "outbox[0]"
+    assert value == b"not an outbox record" and "invalid outbox record" in reason
+    assert origin == f"{outbox.get_topic_name()}[0]"
     for ack in sender.acks[:2]:
         await ack()
     await asyncio.sleep(0.05)
-    assert consumer.committed == []  # b-1 not sent yet
+    assert consumer.commits == []  # b-1 not sent yet
     await sender.acks[2]()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(run, 5)
-    assert consumer.committed == [{p0: 7, p1: 10}]
+    assert consumer.commits == [{p0: 7, p1: 10}]
+    # It followed the partitions it was told, each from its committed offset.
+    assert consumer.assigned == [p0, p1] and consumer.positions == {p0: 3, p1: "beginning"}
