@@ -11,7 +11,6 @@ import agents.partner_saga
 import agents.ports
 import agents.retention
 import bridges.alpes
-import bridges.outbox
 import bridges.pulsar_inbound
 import bridges.pulsar_outbound
 import orchestrator.services
@@ -24,8 +23,9 @@ from runtime.app import app
 __all__ = ["app"]
 
 # The adapters the agents use (agents/ports.py).
-agents.ports.bind(partners=bridges.alpes.ALPES, snapshots=orchestrator.services.STORE)
+agents.ports.bind(outbound=bridges.pulsar_outbound.OUTBOUND, partners=bridges.alpes.ALPES,
+                  snapshots=orchestrator.services.STORE)
 
 _registered = (agents.deadlines, agents.partner_routing, agents.partner_saga, agents.retention,
-               bridges.outbox, bridges.pulsar_inbound, bridges.pulsar_outbound, orchestrator.services,
-               orchestrator.web, orchestrator.web_ops, streams.partner_saga, tables.partner_saga)
+               bridges.pulsar_inbound, bridges.pulsar_outbound, orchestrator.services, orchestrator.web,
+               orchestrator.web_ops, streams.partner_saga, tables.partner_saga)

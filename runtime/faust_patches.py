@@ -185,7 +185,7 @@ class _Consumer(faust_aiokafka.Consumer):
 
     def _new_offset(self, tp: TP) -> int | None:
         """Faust's, except that nothing is committed past an offset not acknowledged. Agents
-        acknowledge in the order they read (a batch at a time; Faust's own streams do too), so
+        acknowledge in the order they read (agents/acks.py; Faust's own streams do too), so
         such a hole is a record that never reached its agent: the partition is read again
         from it."""
         acked, committed = self._acked[tp], self._committed_offset[tp]

@@ -50,13 +50,13 @@ async def test_a_command_refused_for_good_is_dead_lettered_and_the_partition_goe
     await taps["lifecycle"].wait_for(
         lambda t: len({e["sagaid"] for e in by_type(t).get("SagaStarted", [])}) == 10, 30, "10 SagaStarted")
 
-    # Every outbox record was sent or dead-lettered: nothing holds the outbox.
+    # Every event was acknowledged: nothing holds the partitions.
     for _ in range(100):
         _, metrics = await worker.get("/metrics")
-        if "saga_outbound_events_waiting 0" in metrics:
+        if "saga_events_unacknowledged 0" in metrics:
             break
         await asyncio.sleep(0.2)
-    assert "saga_outbound_events_waiting 0" in metrics
+    assert "saga_events_unacknowledged 0" in metrics
     counted = re.search(
         r'saga_commands_dead_lettered_total\{reason="TopicTerminated",type="CreateAlliance"\} (\d+)', metrics)
     assert counted is not None and int(counted.group(1)) >= 10, metrics
