@@ -78,8 +78,9 @@ bench: dev-up ## the whole suite: bench/results/<UTC date>.json + charts (bench/
 bench-tick: setup ## the deadline timer's tick cost with 100,000 pending deadlines (PENDING=100000)
 	@$(UV) run --no-sync python -m benchmarks.deadline_tick --pending $${PENDING:-100000} $${JSON:+--json $$JSON}
 
-bench-agent: dev-up ## the saga agent's rate against a pass-through Faust agent's (EVENTS=20000)
-	@$(UV) run --no-sync python -m benchmarks.agent_rate --events $${EVENTS:-20000} $${JSON:+--json $$JSON}
+bench-agent: dev-up ## the saga agent's rate against a pass-through Faust agent's (EVENTS=20000; PROFILE=1: where the CPU goes, py-spy)
+	@$(UV) run --no-sync python -m benchmarks.agent_rate --events $${EVENTS:-20000} $${JSON:+--json $$JSON} \
+		$$([ "$${PROFILE:-0}" = 1 ] && echo --profile bench/results/profile)
 
 bench-e2e: dev-up ## end-to-end saga throughput and latency, against a pass-through agent (SAGAS=5000 RATE= ECHO=1 STEP=1 PT_EVENTS=20000)
 	@$(UV) run --no-sync python -m benchmarks.saga_throughput --sagas $${SAGAS:-5000} \

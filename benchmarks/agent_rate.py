@@ -12,7 +12,12 @@ A side's rate is (N - 1) / (time of its last output - time of its first), from t
 timestamps of what it wrote: `<APP_ID>-out` for the pass-through, the `sagas` table's
 changelog for the saga agent (one record per event).
 
-    uv run python -m benchmarks.agent_rate [--events 20000] [--json PATH]   (make bench-agent EVENTS=20000)
+    uv run python -m benchmarks.agent_rate [--events 20000] [--json PATH] [--profile DIR]
+    (make bench-agent EVENTS=20000 PROFILE=1)
+
+With --profile, py-spy samples each side's whole process tree (every thread, the mirror
+child) while it works, and the run prints where the CPU per event goes, part by part of the
+design (benchmarks/profile.py); the recordings stay in DIR.
 
 benchmarks/saga_throughput.py measures the pass-through side too (pass_through_rate), as the
 yardstick of its end-to-end figure.
@@ -35,6 +40,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from benchmarks import profile
 from benchmarks.report import add_json_arg, drop_run_leftovers, write_json
 from domain import ids
 from tests.support.flows import partner_created
@@ -124,6 +130,30 @@ def _start_pass_through(app_id: str, folder: Path) -> subprocess.Popen[bytes]:
 #: CPU seconds (user + system) of each side's process and its children, read when its last
 #: output was written: start-up included, so per event it is a little high on small runs.
 CPU_SECONDS: dict[str, float] = {}
+#: Where each side's py-spy recording goes (--profile), and the running recorders.
+PROFILE_DIR: Path | None = None
+_RECORDERS: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+
+
+def _profile_start(side: str, pid: int) -> None:
+    if PROFILE_DIR is not None:
+        out = PROFILE_DIR / f"profile-{side}.txt"
+        _RECORDERS[side] = (profile.record(pid, 900, out), out)
+
+
+def _profile_stop(side: str) -> None:
+    """Stop the side's recorder (py-spy writes its file on SIGINT)."""
+    if side not in _RECORDERS:
+        return
+    proc, out = _RECORDERS[side]
+    proc.send_signal(2)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise RuntimeError(f"py-spy did not stop; no recording at {out}") from None
+    if not out.exists():
+        raise RuntimeError(f"py-spy wrote no recording at {out}: {err.decode(errors='replace')[-500:]}")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -150,10 +180,12 @@ async def pass_through_rate(n: int, records: list[tuple[bytes, bytes]], admin: A
         await _topics(admin, f"{app_id}-in", f"{app_id}-out")
         await _fill(f"{app_id}-in", records)
         proc = _start_pass_through(app_id, folder)
+        _profile_start("pass-through", proc.pid)
         first, last = await _written(
             f"{app_id}-out", n, 300,
             lambda: None if proc.poll() is None else (folder / "pass-through.log").read_text()[-2000:])
         CPU_SECONDS["pass-through"] = _cpu_seconds(proc.pid)
+        _profile_stop("pass-through")
     finally:
         if proc is not None:
             proc.terminate()
@@ -173,11 +205,13 @@ async def saga_agent_rate(n: int, records: list[tuple[bytes, bytes]], admin: AIO
         await _topics(admin, f"{names.app_id}-events")
         await _fill(f"{names.app_id}-events", records)
         worker.start()
+        assert worker.proc is not None
+        _profile_start("saga", worker.proc.pid)
         first, last = await _written(
             f"{names.app_id}-sagas-changelog", n, 600,
             lambda: None if worker.proc is None or worker.proc.poll() is None else worker.log()[-2000:])
-        assert worker.proc is not None
         CPU_SECONDS["saga"] = _cpu_seconds(worker.proc.pid)
+        _profile_stop("saga")
     finally:
         worker.stop()
         await _drop(admin, f"{names.app_id}-")
@@ -219,6 +253,10 @@ async def run(n: int, json_path: Path | None) -> None:
     cpu = {side: 1000 * seconds / n for side, seconds in CPU_SECONDS.items()}
     print(f"CPU per event (process and children, start-up included): pass-through "
           f"{cpu['pass-through']:.3f} ms, saga worker {cpu['saga']:.3f} ms")
+    if PROFILE_DIR is not None:
+        for side, (_, out) in _RECORDERS.items():
+            print(f"\nwhere the {side} side's CPU goes (py-spy, {out}):")
+            print(profile.table(profile.summarize(out), cpu[side]))
     write_json(json_path, {"benchmark": "agent_rate", "events": n, "partitions": PARTITIONS,
                            "event_bytes": size, "pass_through_events_per_s": passing,
                            "saga_agent_events_per_s": saga, "ratio": saga / passing, "target_ratio": 0.5,
@@ -228,8 +266,13 @@ async def run(n: int, json_path: Path | None) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=20_000)
+    p.add_argument("--profile", type=Path, help="record each side with py-spy into this folder")
     add_json_arg(p)
     args = p.parse_args()
+    global PROFILE_DIR
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE_DIR = args.profile
     asyncio.run(run(args.events, args.json))
 
 
