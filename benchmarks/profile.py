@@ -31,7 +31,6 @@ PARTS: tuple[tuple[str, str], ...] = (
      r"bridges/outbox\.py|bridges/pulsar_outbound\.py|bridges/alpes\.py"),
     ("Pulsar client (C++ threads, callbacks)", r"pulsar/|_pulsar|bridges/pulsar_client\.py"),
     ("inbound bridge", r"bridges/pulsar_inbound\.py"),
-    ("table writer (the batch path): produce, RocksDB WriteBatch", r"tables/writer\.py"),
     ("saga: decode, decide, encode (domain, pydantic)", r"agents/partner_saga\.py|domain/|pydantic"),
     ("partner index agent", r"agents/partner_routing\.py"),
     ("deadline and retention timers, index", r"agents/deadlines\.py|agents/retention\.py|deadline_index\.py"),
