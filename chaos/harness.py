@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 from aiokafka.partitioner import DefaultPartitioner
 
 from benchmarks.report import drop_run_leftovers
+from chaos.trace import trace_sagas
 from domain import ids
 from simulators.participants import Behaviour, Participants, _share
 from tests.support.flows import TERMINAL_EVENTS, partner_created
@@ -294,6 +295,25 @@ class World:
         return None
 
 
+async def trace(world: World, scenario: str, saga_ids: list[str]) -> None:
+    """Keep what Kafka and the lifecycle tap hold about sagas that did not end right, before
+    the scenario's topics are deleted (chaos/trace.py)."""
+    url = world.env.get("KAFKA_BROKER_URL", KAFKA_URL)
+    bootstrap = ",".join(f"{urlsplit(u).hostname}:{urlsplit(u).port}" for u in url.split(";"))
+    try:
+        out = await trace_sagas(world.names.app_id, saga_ids, bootstrap, world.folder / "trace.txt")
+        assert world.lifecycle is not None
+        with out.open("a") as f:
+            for m in list(world.lifecycle.messages):
+                ev = m.json()
+                if ev.get("sagaid") in saga_ids:
+                    f.write(f"lifecycle at {m.at:.3f}: {ev.get('sagaid')} {ev.get('type')} {ev.get('id')}\n")
+        log.error("%s: the Kafka records of %d sagas that did not end right are in %s",
+                  scenario, len(saga_ids), out)
+    except Exception as exc:  # a diagnosis must not hide the scenario's own outcome
+        log.error("%s: could not trace the sagas: %r", scenario, exc)
+
+
 Fault = Callable[[World], Awaitable[tuple[float, str]]]
 
 
@@ -331,7 +351,9 @@ async def run(scenario: str, fault: Fault | None, *, rate: float, seconds: float
         assert w.lifecycle is not None  # tapped on entering the World
         row = outcome(scenario, w.started, w.lifecycle)
         row.recovery_s, row.note = recovery, note
-        w.keep = not row.clean
+        w.keep = not row.clean or bool(os.environ.get("CHAOS_KEEP"))
         for worker in w.workers if w.keep else ():
             log.error("%s: worker %s log at %s", scenario, worker.name, worker.log_path)
+        if not row.clean:
+            await trace(w, scenario, [odd.split(" ", 1)[0] for odd in row.odd])
         return row

@@ -168,7 +168,11 @@ class _Consumer(faust_aiokafka.Consumer):
                 self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                 yield tp, self._to_message(tp, record)
         finally:
-            await self._seek_back(undelivered)
+            if self.flow_active and self.app.consumer_generation_id == generation:
+                await self._seek_back(undelivered)
+            # Else a rebalance began: its end seeks every partition to its committed offset
+            # (perform_seek), at or before these records. A seek back here would race that
+            # seek, and could leave a partition past records that were never processed.
 
     async def _seek_back(self, undelivered: dict[TP, int]) -> None:
         assigned = self.assignment()
@@ -196,6 +200,21 @@ class _Consumer(faust_aiokafka.Consumer):
                 return None
         new: int | None = super()._new_offset(tp)
         return new
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        """Faust's, except on the topics whose agent acknowledges for itself: there a jump in
+        the offsets read is records this consumer skipped, not offsets without a record (the
+        topics are neither compacted nor transactional), and a gap would let the commit pass
+        them. Only the part retention deleted (below the partition's first offset) is a gap;
+        the rest stays a hole, which `_new_offset` reads again."""
+        if tp.topic not in ManualAckEvent.manual_topics:
+            await super()._add_gap(tp, offset_from, offset_to)
+            return
+        earliest = (await self.earliest_offsets(tp)).get(tp)
+        log.warning("%s[%d]: offsets from %d to %d were skipped, not read; they will be read again",
+                    tp.topic, tp.partition, offset_from, offset_to - 1)
+        if earliest is not None and earliest > offset_from:
+            await super()._add_gap(tp, offset_from, min(earliest, offset_to + 1) - 1)
 
     def _read_again(self, tp: TP, offset: int, next_acked: int) -> None:
         if not hasattr(self, "_reread"):
