@@ -4,9 +4,10 @@ Rule that loses nothing: a Pulsar message is acknowledged only after Kafka ackno
 write it became (the routed event, or its dead letter); if that write fails the message is
 negatively acknowledged and Pulsar redelivers it. Messages are received a batch at a time
 (Pulsar's batch receive) and the batch's writes go out as one produce through the table
-writer (tables/writer.py: one record batch per partition), not a Faust send per message. Decoding and validation happen here, at
-the edge: an invalid message becomes a dead letter (original bytes + reason), and a valid
-one is keyed by its saga (when it names one) or by its partner (see agents/partner_routing).
+writer (tables/writer.py: one record batch per partition), not a Faust send per message.
+Decoding and validation happen here, at the edge: an invalid message becomes a dead letter
+(original bytes + reason), and a valid one is keyed by its saga (when it names one) or by its
+partner (see agents/partner_routing).
 
 Every topic is consumed without a schema, the Alpes services' Avro `PartnerCreado` included
 (decoded here with the writer's schema, wire/alpes.py): Pulsar accepts a schemaless consumer
