@@ -51,7 +51,8 @@ from wire.cloudevents import Inbound, WireError, decode_inbound
 from wire.internal import PartnerRouted, SagaEnvelope
 from wire.routing import first_hop
 
-__all__ = ["INBOUND_TOPICS", "LINK", "SUBSCRIBED", "SUBSCRIBE_ERRORS", "pump", "route"]
+__all__ = ["INBOUND_TOPICS", "LINK", "SUBSCRIBED", "SUBSCRIBE_ERRORS", "inbound_bridge", "pump", "route",
+           "run_inbound"]
 
 log = logging.getLogger(__name__)
 #: The worker's Pulsar client and producers. A producer to integraciones' command topic
@@ -206,9 +207,9 @@ async def supervise(topic: str) -> None:
     logged, its message was negatively acknowledged, and the pump starts again after a wait
     of the `bridge-restart` policy; waits grow while it keeps failing, and start over after
     a pump that ran HEALTHY_S seconds. The policy's budget is endless by default; a finite
-    one (RETRY_BRIDGE_RESTART) re-raises the failure once spent, which crashes the worker
-    (Faust stops on a failed task), for its supervisor to start again, rather than run on
-    without the bridge."""
+    one (RETRY_BRIDGE_RESTART) re-raises the failure once spent, which ends the bridge process
+    (the worker starts another) or, inline, crashes the worker (Faust stops on a failed task)
+    for its supervisor to start again, rather than run on without the bridge."""
     waits = policy("bridge-restart").waits()
     while True:
         started = time.monotonic()
@@ -229,13 +230,15 @@ async def supervise(topic: str) -> None:
             await asyncio.sleep(delay)
 
 
-def _bridge(topic: str) -> Callable[[], Awaitable[None]]:
-    async def bridge() -> None:
-        await supervise(topic)
-
-    bridge.__name__ = bridge.__qualname__ = f"bridge {topic.rsplit('/', 1)[-1]}"
-    return bridge
+async def run_inbound() -> None:
+    """Every inbound topic's pump, each kept running by `supervise`: in the bridge process
+    (INBOUND_BRIDGE=process, the default: bridges/__main__.py), or on the worker's loop."""
+    await asyncio.gather(*(supervise(topic) for topic in INBOUND_TOPICS))
 
 
-for _topic in INBOUND_TOPICS:
-    app.task(_bridge(_topic))
+@app.task
+async def inbound_bridge() -> None:
+    """On the worker's event loop with INBOUND_BRIDGE=inline; else the worker's bridge process
+    runs the pumps (orchestrator/services.py starts it)."""
+    if cfg.inbound_bridge == "inline":
+        await run_inbound()

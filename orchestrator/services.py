@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from bridges.outbox import OUTBOX_BRIDGE
+from bridges.pulsar_inbound import SUBSCRIBE_ERRORS, SUBSCRIBED
 from bridges.pulsar_outbound import FAILING_TOPICS
 from common.retry import policy
 from orchestrator.mirror_process import MirrorProcess
@@ -30,14 +31,34 @@ MIRROR: MirrorProcess | ChangelogMirror = (
 _BRIDGE_FAILING: set[str] = set()
 
 
+#: The bridge process runs for either bridge (bridges/__main__.py).
+BRIDGE_PROCESS = cfg.outbox_bridge == "process" or cfg.inbound_bridge == "process"
+
+
 def _bridge_report(report: dict[str, Any]) -> None:
-    """The bridge process's failing topics, shown in this worker's /ready."""
+    """The bridge process's failing topics and, when it runs the inbound bridge, the inbound
+    topics it is subscribed to (and why not): shown in this worker's /ready."""
     failing = dict(report.get("failing_topics") or {})
     for topic in _BRIDGE_FAILING - failing.keys():
         FAILING_TOPICS.pop(topic, None)
     FAILING_TOPICS.update(failing)
     _BRIDGE_FAILING.clear()
     _BRIDGE_FAILING.update(failing)
+    if cfg.inbound_bridge == "process":
+        _replace(SUBSCRIBED, set(report.get("subscribed") or ()))
+        _replace(SUBSCRIBE_ERRORS, dict(report.get("subscribe_errors") or {}))
+
+
+def _replace(target: Any, value: Any) -> None:
+    target.clear()
+    target.update(value)
+
+
+def _bridge_started() -> None:
+    """A new bridge process: nothing subscribed until it says so; it follows these partitions."""
+    if cfg.inbound_bridge == "process":
+        SUBSCRIBED.clear()
+    _tell_bridge()
 
 
 def _tell_bridge() -> None:
@@ -45,16 +66,16 @@ def _tell_bridge() -> None:
     (bridges/outbox.py): told after each rebalance, and when its process starts."""
     events_topic = saga_events.get_topic_name()
     partitions = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events_topic)
-    if cfg.outbox_bridge == "process":
+    if BRIDGE_PROCESS:
         BRIDGE.tell({"partitions": partitions})
-    else:
+    if cfg.outbox_bridge == "inline":
         OUTBOX_BRIDGE.follow(partitions)
 
 
-#: The outbox bridge as its own process (OUTBOX_BRIDGE=process): bridges/__main__.py.
+#: The bridges' own process (OUTBOX_BRIDGE=process, INBOUND_BRIDGE=process): bridges/__main__.py.
 BRIDGE = MirrorProcess(METRICS, command=[sys.executable, "-m", "bridges", "outbox", "--report"],
-                       on_report=_bridge_report, name="outbox bridge", restarts="bridge_restarts_total",
-                       restart_policy="bridge-restart", niceness=0, on_start=_tell_bridge)
+                       on_report=_bridge_report, name="bridges", restarts="bridge_restarts_total",
+                       restart_policy="bridge-restart", niceness=0, on_start=_bridge_started)
 _state = {"joined": False, "schema_ready": False}
 
 
@@ -82,10 +103,10 @@ async def mirror_snapshots() -> None:
 
 
 @app.task
-async def outbox_bridge_process() -> None:
-    """Keep the outbox bridge's process running (OUTBOX_BRIDGE=process), restarted when it
-    exits; stopped with the worker."""
-    if cfg.outbox_bridge == "process":
+async def bridge_process() -> None:
+    """Keep the bridges' process running (OUTBOX_BRIDGE=process or INBOUND_BRIDGE=process),
+    restarted when it exits; stopped with the worker."""
+    if BRIDGE_PROCESS:
         await BRIDGE.run()
 
 

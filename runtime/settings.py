@@ -240,6 +240,10 @@ class Settings(BaseSettings):
     # APIs) runs: `process`, a child process the worker starts and restarts (another core:
     # the saga agent's event loop never runs a Pulsar send); `inline`, on the worker's loop.
     outbox_bridge: str = Field("process", alias="OUTBOX_BRIDGE", pattern=r"^(process|inline)$")
+    # Where the inbound bridge (bridges/pulsar_inbound.py: the participants' Pulsar topics to
+    # Kafka) runs: `process`, in that same child process (started for either bridge);
+    # `inline`, on the worker's loop.
+    inbound_bridge: str = Field("process", alias="INBOUND_BRIDGE", pattern=r"^(process|inline)$")
     # PostgreSQL's own retention (snapshots/store.py `prune`): a finished saga's history rows
     # go, and its row loses the partner's personal data, this long after its end; the row
     # (ids, end status, generation) stays. compensation_failed and live sagas are never pruned.
