@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -146,7 +147,7 @@ def _profile_stop(side: str) -> None:
     if side not in _RECORDERS:
         return
     proc, out = _RECORDERS[side]
-    proc.send_signal(2)
+    proc.send_signal(signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:

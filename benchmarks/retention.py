@@ -139,7 +139,7 @@ async def _recover(names: Names, folder: Path, tag: str, env: dict[str, str],
     await asyncio.sleep(3)  # let the allocator settle after recovery
     assert worker.proc is not None
     children = _children_rss_mib(worker.proc.pid)
-    print(f"  ({tag}: the worker's child processes, the outbox bridge's: {children:.0f} MiB besides)")
+    print(f"  ({tag}: the worker's child processes, the bridges': {children:.0f} MiB besides)")
     return worker, ready, _rss_mib(worker.proc.pid)
 
 

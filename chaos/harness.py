@@ -14,7 +14,10 @@ lifecycle notices (deduplicated by CloudEvents id, as any consumer does):
 Recovery time: from the end of the fault (the kill, or the broken component answering
 again) until a probe saga started on every partition of the saga stream has been started
 by a worker (its SagaStarted notice): "all partitions served again". Timings are printed;
-the tests (tests/e2e/test_faults.py) assert outcomes only.
+the tests (tests/e2e/test_faults.py) assert outcomes only. A scenario that is not clean keeps
+its workers' data and logs, and writes every Kafka record of the first five sagas that did not
+end right to `trace.txt` in its folder (chaos/trace.py) before its topics are deleted;
+CHAOS_KEEP=1 keeps every scenario's folder.
 
     uv run python -m chaos [--sagas-per-s 40] [--seconds 30] [--only kill,kafka,...]   (make chaos)
 """
