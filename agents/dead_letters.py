@@ -24,8 +24,9 @@ from domain.privacy import masked, redacted_message
 from runtime.app import cfg
 from runtime.metrics import METRICS, reason_class
 from streams.partner_saga import dead_letters
+from tables.writer import Batch
 
-__all__ = ["SEAL_LIMIT", "dead_letter", "letter"]
+__all__ = ["SEAL_LIMIT", "dead_letter", "dead_letter_in", "letter"]
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +69,12 @@ async def dead_letter(original: bytes, reason: str, *, origin: str, key: bytes |
     METRICS.inc("dead_letters_total", origin=origin.rsplit("/", 1)[-1], reason=reason_class(reason))
     log.warning("dead letter from %s: %s", origin, headers["reason"].decode())
     return await dead_letters.send(key=key, value=value, headers=headers)
+
+
+def dead_letter_in(batch: Batch, original: bytes, reason: str, *, origin: str, key: bytes | None = None,
+                   message_id: str = "") -> None:
+    """`dead_letter`, as one of `batch`'s messages: durable with the rest of the batch."""
+    value, headers = letter(original, reason, origin=origin, message_id=message_id)
+    METRICS.inc("dead_letters_total", origin=origin.rsplit("/", 1)[-1], reason=reason_class(reason))
+    log.warning("dead letter from %s: %s", origin, headers["reason"].decode())
+    batch.send(dead_letters.get_topic_name(), key, value, headers=headers)

@@ -19,26 +19,28 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 import faust
-from aiokafka.errors import KafkaError
 from faust.types import EventT, StreamT
 from pydantic import ValidationError
 
-from agents.dead_letters import dead_letter
+from agents.dead_letters import dead_letter_in
 from agents.ports import PORTS
 from domain import ids
-from runtime.app import app
+from runtime.app import app, cfg
 from runtime.faust_patches import acknowledge, manual_ack
 from runtime.metrics import METRICS
 from streams.partner_saga import partner_routing, saga_events
-from tables.partner_saga import partner_sagas
+from tables.partner_saga import WRITER, partner_sagas
+from tables.writer import Batch, TableWriter, WriteFailed
 from wire.cloudevents import Inbound
 from wire.internal import PartnerRouted, RoutingNote, SagaEnvelope
 from wire.routing import email_key, saga_for
 
-__all__ = ["PARK_LIMIT", "route_partner_events"]
+__all__ = ["PARK_LIMIT", "route_batch", "route_partner_events"]
 
 log = logging.getLogger(__name__)
 
@@ -50,33 +52,63 @@ PARK_LIMIT = 32
 LOOKUP_AGAIN_S = 30.0
 
 
-# Only this agent acknowledges these events, once what it wrote for them is in Kafka's
-# producer (Faust flushes it before it commits): a stream skipping one during a rebalance
-# leaves it to be read again (runtime/faust_patches.py).
+# Only this agent acknowledges these events, once what it wrote for them is durable: a stream
+# skipping one during a rebalance leaves it to be read again (runtime/faust_patches.py).
 manual_ack(partner_routing.get_topic_name())
+TABLE = partner_sagas.name
 
 
 @app.agent(partner_routing, name="partner-routing")
 async def route_partner_events(stream: StreamT[bytes]) -> None:
-    """Each event is acknowledged once it is handled: routed, parked or dead-lettered with the
-    reason. An event whose handling raises is dead-lettered with the error (nothing is lost
-    silently: Faust would acknowledge it, and restart the agent past it); a write Kafka
-    refuses stops the worker without acknowledging, so the partition's next owner replays it."""
-    events = cast("faust.Stream[bytes]", stream).noack()
-    async for event in events.events():
+    """A batch of events at a time (tables/writer.py): each one routed, parked or dead-lettered
+    with the reason; the batch's index entries and messages made durable in one write; then
+    the batch acknowledged. An event whose handling raises is dead-lettered with the error
+    (nothing is lost silently); a batch Kafka refuses stops the worker without acknowledging,
+    so the partitions' next owner replays it."""
+    events = cast("faust.Stream[bytes]", stream)
+    async for batch in events.noack_take(cfg.saga_batch_max, within=cfg.saga_batch_within_s):
+        taken = cast("list[EventT[bytes]]", batch)  # noack_take yields the events themselves
         try:
-            await _route(event)
-        except KafkaError as exc:
-            log.critical("partner routing: writing for the event at %s offset %d failed (%r); stopping "
-                         "the worker", event.message.tp, event.message.offset, exc)
+            await route_batch(taken)
+        except WriteFailed as exc:
+            log.critical("partner routing: writing a batch of %d events failed (%s); stopping the worker",
+                         len(taken), exc)
             await app.crash(exc)
             return
+        for event in taken:
+            await acknowledge(events, event)
+
+
+async def route_batch(events: list[EventT[bytes]], writer: TableWriter | None = None) -> None:
+    """Route every event of `events` and make the batch durable (raises WriteFailed)."""
+    writer = writer or WRITER
+    batch = writer.batch()
+    for event in events:
+        scope = batch.scope()
+        try:
+            _route(event, scope)
         except Exception as exc:
             log.exception("partner routing: the event at %s offset %d failed", event.message.tp,
                           event.message.offset)
-            await dead_letter(_original(event.value), f"cannot route: {exc!r}"[:1000],
-                              origin=partner_routing.get_topic_name(), key=event.key)
-        await acknowledge(events, event)
+            scope = batch.scope()
+            dead_letter_in(scope, _original(event.value), f"cannot route: {exc!r}"[:1000],
+                           origin=partner_routing.get_topic_name(), key=event.key)
+        batch.keep(scope)
+    await writer.commit(batch)
+
+
+@dataclass
+class _Here:
+    """The partner index in the partition of the event being routed, through its batch."""
+
+    batch: Batch
+    partition: int
+
+    def get(self, key: str) -> bytes | None:
+        return self.batch.get(TABLE, self.partition, key.encode())
+
+    def put(self, key: str, value: bytes | None) -> None:
+        self.batch.put(TABLE, self.partition, key.encode(), value)
 
 
 def _original(value: bytes) -> bytes:
@@ -87,19 +119,20 @@ def _original(value: bytes) -> bytes:
         return value
 
 
-async def _route(event: EventT[bytes]) -> None:
+def _route(event: EventT[bytes], batch: Batch) -> None:
+    here = _Here(batch, event.message.partition)
     if event.value.startswith(RoutingNote.PREFIX):
-        await _note(event)
+        _note(event, here)
         return
     try:
         msg = PartnerRouted.model_validate_json(event.value)
     except ValidationError as exc:
-        await dead_letter(event.value, f"invalid routing message: {exc.errors()[0]['msg']}",
-                          origin=partner_routing.get_topic_name())
+        dead_letter_in(here.batch, event.value, f"invalid routing message: {exc.errors()[0]['msg']}",
+                       origin=partner_routing.get_topic_name())
         return
-    known_raw = partner_sagas.get(msg.partner_id)
+    known_raw = here.get(msg.partner_id)
     if known_raw is not None and known_raw.startswith(PENDING):
-        await _pending(msg, known_raw)
+        _pending(msg, known_raw, here)
         return
     known = known_raw.decode() if known_raw is not None else None
     if msg.type == "ForgetPartner":
@@ -107,7 +140,7 @@ async def _route(event: EventT[bytes]) -> None:
         # PartnerCreated for the partner finds its retained saga's tombstone (a duplicate).
         return
     if known is None and _names_only_its_partner(msg):
-        _park(msg.partner_id, [msg], lookup=True)
+        _park(msg.partner_id, [msg], here, lookup=True)
         return
     saga_id = saga_for(msg, known)
     if saga_id is not None and saga_id == msg.tried and known != saga_id:
@@ -116,14 +149,14 @@ async def _route(event: EventT[bytes]) -> None:
         # once its lookup settles, after which this event follows the opening one.)
         saga_id = None
     if saga_id is None:
-        await dead_letter(msg.raw.encode(), f"no saga to match: no saga for partner {msg.partner_id}",
-                          origin=msg.origin, message_id=msg.event_id)
+        dead_letter_in(here.batch, msg.raw.encode(), f"no saga to match: no saga for partner "
+                       f"{msg.partner_id}", origin=msg.origin, message_id=msg.event_id)
         return
     # Only sagas whose id the partner id does not give (HTTP-started ones) need an entry.
     # Written again on a replay too: the changelog must hold it even if the first write
     # reached only the local store before a crash.
-    await _forward(msg, saga_id, register=msg.type == "PartnerCreated" and known in (None, saga_id)
-                   and saga_id != ids.saga_id_for_partner(msg.partner_id))
+    _forward(msg, saga_id, here, register=msg.type == "PartnerCreated" and known in (None, saga_id)
+             and saga_id != ids.saga_id_for_partner(msg.partner_id))
 
 
 def _names_only_its_partner(msg: PartnerRouted) -> bool:
@@ -132,13 +165,14 @@ def _names_only_its_partner(msg: PartnerRouted) -> bool:
         and not msg.fields.get("partner")
 
 
-def _park(partner_id: str, parked: list[PartnerRouted], *, lookup: bool, since: float | None = None) -> None:
+def _park(partner_id: str, parked: list[PartnerRouted], here: _Here, *, lookup: bool,
+          since: float | None = None) -> None:
     now = time.time()
     if lookup:
-        PORTS.partners.lookup(partner_id)
+        here.batch.then(partial(PORTS.partners.lookup, partner_id))  # once the entry is durable
         since = now
     value = {"since": since or now, "parked": [m.model_dump(mode="json") for m in parked]}
-    partner_sagas[partner_id] = PENDING + json.dumps(value).encode()
+    here.put(partner_id, PENDING + json.dumps(value).encode())
     METRICS.inc("partners_parked_total" if len(parked) == 1 else "events_parked_total")
 
 
@@ -147,34 +181,34 @@ def _parked(raw: bytes) -> tuple[float, list[PartnerRouted]]:
     return float(value["since"]), [PartnerRouted.model_validate(m) for m in value["parked"]]
 
 
-async def _pending(msg: PartnerRouted, raw: bytes) -> None:
+def _pending(msg: PartnerRouted, raw: bytes, here: _Here) -> None:
     """An event of a partner being looked up: a created partner's answer naming its saga
     settles it; anything else waits with the others."""
     since, parked = _parked(raw)
     if msg.type == "PartnerCreated" and msg.saga_id:
-        await _settle(msg.partner_id, msg.saga_id, [msg, *parked])
+        _settle(msg.partner_id, msg.saga_id, [msg, *parked], here)
         return
     if len(parked) >= PARK_LIMIT:
-        await dead_letter(msg.raw.encode(), f"no saga to match: partner {msg.partner_id} is still being "
-                          f"looked up and already has {PARK_LIMIT} events waiting", origin=msg.origin,
-                          message_id=msg.event_id)
+        dead_letter_in(here.batch, msg.raw.encode(), f"no saga to match: partner {msg.partner_id} is still "
+                       f"being looked up and already has {PARK_LIMIT} events waiting", origin=msg.origin,
+                       message_id=msg.event_id)
         return
     again = time.time() - since > LOOKUP_AGAIN_S
-    _park(msg.partner_id, [*parked, msg], lookup=again, since=since)
+    _park(msg.partner_id, [*parked, msg], here, lookup=again, since=since)
 
 
-async def _settle(partner_id: str, saga_id: str, events: list[PartnerRouted],
-                  partner: dict[str, Any] | None = None) -> None:
+def _settle(partner_id: str, saga_id: str, events: list[PartnerRouted], here: _Here,
+            partner: dict[str, Any] | None = None) -> None:
     """The partner is saga `saga_id`'s: register it, and send its events there in order."""
-    partner_sagas[partner_id] = saga_id.encode()
+    here.put(partner_id, saga_id.encode())
     for m in events:
         fields = m.fields
         if m.type == "PartnerCreated" and partner and not fields.get("partner"):
             fields = {**fields, "partner": partner}
-        await _forward(m.model_copy(update={"fields": fields}), saga_id)
+        _forward(m.model_copy(update={"fields": fields}), saga_id, here)
 
 
-async def _forward(msg: PartnerRouted, saga_id: str, *, register: bool = False) -> None:
+def _forward(msg: PartnerRouted, saga_id: str, here: _Here, *, register: bool = False) -> None:
     """Send `msg` to saga `saga_id` (and, with `register`, record its partner as the saga's),
     or dead-letter it when it is not a valid event."""
     inbound = Inbound(msg.type, msg.event_id, msg.saga_id, msg.correlation_id, msg.partner_id, msg.fields)
@@ -182,43 +216,44 @@ async def _forward(msg: PartnerRouted, saga_id: str, *, register: bool = False) 
         envelope = SagaEnvelope(event=inbound.event(saga_id), raw=msg.raw, origin=msg.origin,
                                 received_at=msg.received_at)
     except ValidationError as exc:
-        await dead_letter(msg.raw.encode(), f"invalid event: {exc.errors()[0]['msg']}",
-                          origin=msg.origin, message_id=msg.event_id)
+        dead_letter_in(here.batch, msg.raw.encode(), f"invalid event: {exc.errors()[0]['msg']}",
+                       origin=msg.origin, message_id=msg.event_id)
         return
     if register:
-        partner_sagas[msg.partner_id] = saga_id.encode()
+        here.put(msg.partner_id, saga_id.encode())
     METRICS.inc("routed_total", type=msg.type)
-    await saga_events.send(key=saga_id.encode(), value=envelope.model_dump_json().encode())
+    here.batch.send(saga_events.get_topic_name(), saga_id.encode(), envelope.model_dump_json().encode())
 
 
-async def _note(event: EventT[bytes]) -> None:
+def _note(event: EventT[bytes], here: _Here) -> None:
     try:
         note = RoutingNote.model_validate_json(event.value)
     except ValidationError as exc:
-        await dead_letter(event.value, f"invalid routing note: {exc.errors()[0]['msg']}",
-                          origin=partner_routing.get_topic_name())
+        dead_letter_in(here.batch, event.value, f"invalid routing note: {exc.errors()[0]['msg']}",
+                       origin=partner_routing.get_topic_name())
         return
     if note.note == "claim-email" and note.email and note.saga_id:
-        partner_sagas[email_key(note.email)] = note.saga_id.encode()
+        here.put(email_key(note.email), note.saga_id.encode())
     elif note.note == "forget-email" and note.email:
-        claimed = partner_sagas.get(email_key(note.email))
+        claimed = here.get(email_key(note.email))
         if claimed is not None and claimed.decode() == note.saga_id:
-            del partner_sagas[email_key(note.email)]
+            here.put(email_key(note.email), None)
     elif note.note == "looked-up" and note.email and note.partner_id:
         # Whose partner: the saga that claimed its email, else a saga of its own.
-        claimed = partner_sagas.get(email_key(note.email))
+        claimed = here.get(email_key(note.email))
         saga_id = claimed.decode() if claimed is not None else ids.saga_id_for_partner(note.partner_id)
         settled = note.model_copy(update={"note": "claimed", "saga_id": saga_id})
-        await partner_routing.send(key=note.partner_id.encode(), value=settled.model_dump_json().encode())
+        here.batch.send(partner_routing.get_topic_name(), note.partner_id.encode(),
+                        settled.model_dump_json().encode())
     elif note.note == "claimed" and note.partner_id:
-        raw = partner_sagas.get(note.partner_id)
+        raw = here.get(note.partner_id)
         if raw is None or not raw.startswith(PENDING):
             return  # settled already (its HTTP answer came first)
         _, parked = _parked(raw)
         if note.saga_id is None:
-            del partner_sagas[note.partner_id]
+            here.put(note.partner_id, None)
             for m in parked:
-                await dead_letter(m.raw.encode(), f"no saga to match: integraciones does not know partner "
-                                  f"{note.partner_id}", origin=m.origin, message_id=m.event_id)
+                dead_letter_in(here.batch, m.raw.encode(), f"no saga to match: integraciones does not know "
+                               f"partner {note.partner_id}", origin=m.origin, message_id=m.event_id)
             return
-        await _settle(note.partner_id, note.saga_id, parked, note.partner)
+        _settle(note.partner_id, note.saga_id, parked, here, note.partner)

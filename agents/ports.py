@@ -1,32 +1,20 @@
 """What the agents need from the adapters, declared here and handed over by the composition root.
 
-The agents send commands (`Outbound`: bridges/pulsar_outbound.py), ask integraciones about a
-partner (`PartnerLookup`: bridges/alpes.py) and ask which saga versions PostgreSQL holds
-(`SnapshotVersions`: snapshots/store.py). No agent imports an adapter: the worker
-(orchestrator/worker.py) binds the real ones with `bind(...)` before it starts, a test binds
-its fakes the same way, and an agent that runs before anything was bound fails with a line
-saying so.
+The agents ask integraciones about a partner (`PartnerLookup`: bridges/alpes.py) and ask which
+saga versions PostgreSQL holds (`SnapshotVersions`: snapshots/store.py). (They send nothing
+to a participant themselves: commands go through the Kafka outbox, bridges/outbox.py.) No
+agent imports an adapter: the worker (orchestrator/worker.py) binds the real ones with
+`bind(...)` before it starts, a test binds its fakes the same way, and an agent that runs
+before anything was bound fails with a line saying so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, cast
 
-from domain.messages import Command
-from wire.outgoing import Outgoing
-
-__all__ = ["PORTS", "Outbound", "PartnerLookup", "Ports", "SnapshotVersions", "bind", "bound"]
-
-
-class Outbound(Protocol):
-    def encode(self, commands: Sequence[Command]) -> list[Outgoing]:
-        """The messages of `commands`, made before the saga's new state is stored."""
-
-    async def send(self, commands: Sequence[Command], items: list[Outgoing],
-                   ack: Callable[[], Awaitable[object]]) -> None:
-        """Hand `items` over; `ack` runs once each is sent or dead-lettered."""
+__all__ = ["PORTS", "PartnerLookup", "Ports", "SnapshotVersions", "bind", "bound"]
 
 
 class PartnerLookup(Protocol):
@@ -42,7 +30,7 @@ class SnapshotVersions(Protocol):
 class Ports:
     """The bound adapters; asking for one not bound is a RuntimeError saying so."""
 
-    NAMES = ("outbound", "partners", "snapshots")
+    NAMES = ("partners", "snapshots")
 
     def __init__(self) -> None:
         self._bound: dict[str, Any] = {}
@@ -53,10 +41,6 @@ class Ports:
         except KeyError:
             raise RuntimeError(f"no {name} port bound: the worker binds the adapters when it starts "
                                "(orchestrator/worker.py; a test: agents.ports.bind)") from None
-
-    @property
-    def outbound(self) -> Outbound:
-        return cast(Outbound, self._get("outbound"))
 
     @property
     def partners(self) -> PartnerLookup:
@@ -72,7 +56,7 @@ PORTS = Ports()
 
 
 def bind(**ports: Any) -> None:
-    """Hand the agents their adapters: `outbound=`, `partners=`, `snapshots=`."""
+    """Hand the agents their adapters: `partners=`, `snapshots=`."""
     for name, value in ports.items():
         if name not in Ports.NAMES:
             raise TypeError(f"no port {name!r}; one of {', '.join(Ports.NAMES)}")

@@ -27,10 +27,11 @@ __all__ = ["PARTS", "record", "summarize", "table"]
 #: (part, pattern of a frame): the first part with a matching frame takes the sample.
 PARTS: tuple[tuple[str, str], ...] = (
     ("snapshot mirror (child process)", r"snapshots/|psycopg"),
-    ("commands out: Pulsar sends, HTTP calls (bridges/)",
+    ("outbox bridge: Pulsar sends, HTTP calls",
      r"bridges/outbox\.py|bridges/pulsar_outbound\.py|bridges/alpes\.py"),
     ("Pulsar client (C++ threads, callbacks)", r"pulsar/|_pulsar|bridges/pulsar_client\.py"),
     ("inbound bridge", r"bridges/pulsar_inbound\.py"),
+    ("table writer: changelog/outbox produce, RocksDB WriteBatch", r"tables/writer\.py"),
     ("saga: decode, decide, encode (domain, pydantic)", r"agents/partner_saga\.py|domain/|pydantic"),
     ("partner index agent", r"agents/partner_routing\.py"),
     ("deadline and retention timers, index", r"agents/deadlines\.py|agents/retention\.py|deadline_index\.py"),

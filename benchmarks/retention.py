@@ -138,7 +138,22 @@ async def _recover(names: Names, folder: Path, tag: str, env: dict[str, str],
     ready = time.monotonic() - t0
     await asyncio.sleep(3)  # let the allocator settle after recovery
     assert worker.proc is not None
+    children = _children_rss_mib(worker.proc.pid)
+    print(f"  ({tag}: the worker's child processes, the bridges': {children:.0f} MiB besides)")
     return worker, ready, _rss_mib(worker.proc.pid)
+
+
+def _children_rss_mib(pid: int) -> float:
+    """VmRSS of the worker's direct children (its outbox bridge process)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    total += _rss_mib(int(entry.name))
+            except (OSError, RuntimeError):
+                continue
+    return total
 
 
 async def run(n: int, within_s: float) -> dict[str, Any]:

@@ -8,8 +8,8 @@ Then one orchestrator worker (a subprocess, as deployed), the participant simula
 process answering at once, and N sagas started by PartnerCreated events published to Pulsar
 as fast as the producer takes them. Measures from the first publish to the N-th SagaCompleted,
 and each saga's latency (its PartnerCreated published -> its SagaCompleted received). Prints
-completed sagas/s and completed sagas per pass-through event (target >= 0.2: a saga is 4
-consumed Faust events, 5 table writes and 3 Pulsar sends, so 0.2 is a saga costing five
+completed sagas/s and completed sagas per pass-through event (target >= 0.15, aim 0.2: a saga
+is 4 consumed Faust events, 5 table writes and 3 Pulsar sends, so 0.2 is a saga costing five
 pass-through events).
 
     uv run python -m benchmarks.saga_throughput [--sagas 5000]      (make bench-e2e)
@@ -57,7 +57,7 @@ from tests.support.pulsar import Tap, connect
 from tests.support.stack import PULSAR_URL, require_stack
 from tests.support.worker import Names, Worker
 
-TARGET_SAGAS_PER_PT_EVENT = 0.2
+TARGET_SAGAS_PER_PT_EVENT = 0.15  # issue #23; its aim is 0.2
 STALL_S = 120.0  # a load with no saga completing for this long has failed
 TARGET_STEP_P99_S = 0.1
 

@@ -50,7 +50,7 @@ DEFAULTS = {"TICK_PENDING": "100000", "AGENT_EVENTS": "20000", "PT_EVENTS": "200
             "RETENTION_SAGAS": "1000000", "RETENTION_TIMEOUT_S": "1800"}
 
 TARGETS = {
-    "completed_sagas_per_passthrough_event": (">=", 0.2),
+    "completed_sagas_per_passthrough_event": (">=", 0.15),
     "saga_agent_to_passthrough_ratio": (">=", 0.5),
     "step_p99_ms_at_half_max": ("<=", 100.0),
     "timeout_lag_p99_s": ("<=", 1.0),

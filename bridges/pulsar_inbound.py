@@ -2,9 +2,12 @@
 
 Rule that loses nothing: a Pulsar message is acknowledged only after Kafka acknowledged the
 write it became (the routed event, or its dead letter); if that write fails the message is
-negatively acknowledged and Pulsar redelivers it. Decoding and validation happen here, at
-the edge: an invalid message becomes a dead letter (original bytes + reason), and a valid
-one is keyed by its saga (when it names one) or by its partner (see agents/partner_routing).
+negatively acknowledged and Pulsar redelivers it. Messages are received a batch at a time
+(Pulsar's batch receive) and the batch's writes go out as one produce through the table
+writer (tables/writer.py: one record batch per partition), not a Faust send per message.
+Decoding and validation happen here, at the edge: an invalid message becomes a dead letter
+(original bytes + reason), and a valid one is keyed by its saga (when it names one) or by its
+partner (see agents/partner_routing).
 
 Every topic is consumed without a schema, the Alpes services' Avro `PartnerCreado` included
 (decoded here with the writer's schema, wire/alpes.py): Pulsar accepts a schemaless consumer
@@ -26,14 +29,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pulsar
-from faust.types import RecordMetadata, TopicT
+from faust.types import TopicT
 
-from agents.dead_letters import dead_letter
+from agents.dead_letters import dead_letter_in
 from bridges.pulsar_client import PulsarLink
 from common.retry import policy
 from runtime.app import app, cfg
 from runtime.metrics import METRICS
 from streams.partner_saga import partner_routing, saga_events
+from tables.partner_saga import WRITER
+from tables.writer import Batch
 from wire.alpes import (
     COMANDO_CREAR_PARTNER_DEFINITION,
     avro_schema,
@@ -46,7 +51,8 @@ from wire.cloudevents import Inbound, WireError, decode_inbound
 from wire.internal import PartnerRouted, SagaEnvelope
 from wire.routing import first_hop
 
-__all__ = ["INBOUND_TOPICS", "LINK", "SUBSCRIBED", "SUBSCRIBE_ERRORS", "pump", "route"]
+__all__ = ["INBOUND_TOPICS", "LINK", "SUBSCRIBED", "SUBSCRIBE_ERRORS", "inbound_bridge", "pump", "route",
+           "run_inbound"]
 
 log = logging.getLogger(__name__)
 #: The worker's Pulsar client and producers. A producer to integraciones' command topic
@@ -54,6 +60,9 @@ log = logging.getLogger(__name__)
 LINK = PulsarLink(cfg.broker_url, client_options=cfg.pulsar_client_options(), schemas={
     cfg.pulsar_topic(cfg.alpes_comando_crear_partner_topic): avro_schema(COMANDO_CREAR_PARTNER_DEFINITION),
 })
+#: Messages received and written to Kafka at once, at most; and how long a batch may wait to fill.
+BATCH_MAX = 500
+BATCH_WAIT_MS = 5
 #: A pump that ran this long before failing had been healthy: its restart waits start over.
 HEALTHY_S = 60.0
 #: Pulsar topics whose consumer is subscribed right now (reported by GET /ready).
@@ -83,19 +92,22 @@ def decode(raw: bytes, origin: str, message_id: str) -> Inbound:
     return decoder(raw, message_id) if decoder is not None else decode_inbound(raw)
 
 
-async def route(raw: bytes, origin: str, message_id: str,
-                received_at: float) -> Awaitable[RecordMetadata]:
-    """Write one received message to Kafka; return the future of Kafka's acknowledgement."""
+def route(batch: Batch, raw: bytes, origin: str, message_id: str, received_at: float) -> None:
+    """Queue in `batch` what one received message becomes in Kafka: the routed event, or its
+    dead letter (original bytes and why)."""
     try:
         key, topic, value = _routed(decode(raw, origin, message_id), origin, received_at)
     except WireError as exc:
-        return await dead_letter(raw, str(exc), origin=origin, message_id=message_id)
+        dead_letter_in(batch, raw, str(exc), origin=origin, message_id=message_id)
+        return
     except Exception as exc:
         log.exception("cannot route message %s from %s", message_id, origin)
-        return await dead_letter(raw, f"cannot route: {exc!r}", origin=origin, message_id=message_id)
+        dead_letter_in(batch, raw, f"cannot route: {exc!r}", origin=origin, message_id=message_id)
+        return
     if topic is None:
-        return await dead_letter(raw, value.decode(), origin=origin, message_id=message_id)
-    return await topic.send(key=key, value=value)
+        dead_letter_in(batch, raw, value.decode(), origin=origin, message_id=message_id)
+        return
+    batch.send(topic.get_topic_name(), key, value)
 
 
 def _routed(inbound: Inbound, origin: str, received_at: float) -> tuple[bytes, TopicT | None, bytes]:
@@ -122,21 +134,34 @@ def _to_saga(inbound: Inbound, saga_id: str, origin: str, received_at: float, *,
     return saga_id.encode(), saga_events, env.model_dump_json().encode()
 
 
-async def _settle(consumer: Any, msg: pulsar.Message, written: Awaitable[RecordMetadata],
+def _acknowledged(result: Any) -> None:
+    """Pulsar's answer to an acknowledgement, on its own thread: nothing to do (a lost one
+    means a redelivery, which the saga recognises)."""
+
+
+async def _settle(consumer: Any, messages: list[Any], written: Awaitable[None],
                   slots: asyncio.Semaphore) -> None:
+    """Acknowledge a batch's messages once Kafka has everything they became, else ask
+    Pulsar for them again."""
     try:
         await written
     except Exception as exc:
-        log.error("Kafka write failed, Pulsar will redeliver %s: %r", msg.message_id(), exc)
-        await consumer.negative_acknowledge(msg)
+        log.error("Kafka write of %d messages failed, Pulsar will redeliver them: %r", len(messages), exc)
+        for msg in messages:
+            consumer.negative_acknowledge(msg)
     else:
-        await consumer.acknowledge(msg)
-        METRICS.inc("inbound_total")
+        for msg in messages:
+            consumer.acknowledge_async(msg, _acknowledged)
+        METRICS.inc("inbound_total", len(messages))
     finally:
         slots.release()
 
 
 async def pump(topic: str) -> None:
+    """Pulsar -> Kafka for one topic, a batch at a time: up to BATCH_MAX messages received
+    at once (Pulsar's batch receive, waiting at most BATCH_WAIT_MS for a batch to fill),
+    written to Kafka by the table writer's produce (one record batch per partition), then
+    acknowledged. Up to BRIDGE_MAX_IN_FLIGHT messages are written and not yet acknowledged."""
     try:
         consumer = await LINK.client.subscribe(
             topic, cfg.subscription,
@@ -144,6 +169,7 @@ async def pump(topic: str) -> None:
             initial_position=pulsar.InitialPosition.Earliest,
             receiver_queue_size=1000,
             negative_ack_redelivery_delay_ms=1000,
+            batch_receive_policy=pulsar.ConsumerBatchReceivePolicy(BATCH_MAX, -1, BATCH_WAIT_MS),
         )
     except Exception as exc:
         SUBSCRIBE_ERRORS[topic] = type(exc).__name__
@@ -151,19 +177,22 @@ async def pump(topic: str) -> None:
     log.info("bridge: consuming %s (subscription %s)", topic, cfg.subscription)
     SUBSCRIBED.add(topic)
     SUBSCRIBE_ERRORS.pop(topic, None)
-    slots = asyncio.Semaphore(cfg.bridge_max_in_flight)
+    # pulsar.asyncio has no batch receive: the client's own consumer does, blocking a thread
+    # for at most BATCH_WAIT_MS; its acknowledgements go out without waking the event loop.
+    raw = consumer._consumer
+    slots = asyncio.Semaphore(max(1, cfg.bridge_max_in_flight // BATCH_MAX))  # batches in flight
     pending: set[asyncio.Task[None]] = set()
     try:
         while True:
-            msg = await consumer.receive()
+            messages = await asyncio.to_thread(raw.batch_receive)
+            if not messages:
+                continue
             await slots.acquire()
-            try:
-                written = await route(msg.data(), topic, str(msg.message_id()), time.time())
-            except Exception:
-                slots.release()
-                await consumer.negative_acknowledge(msg)
-                raise
-            task = asyncio.ensure_future(_settle(consumer, msg, written, slots))
+            batch = WRITER.batch()
+            received_at = time.time()
+            for msg in messages:
+                route(batch, msg.data(), topic, str(msg.message_id()), received_at)
+            task = asyncio.ensure_future(_settle(raw, messages, WRITER.commit(batch), slots))
             pending.add(task)
             task.add_done_callback(pending.discard)
     finally:
@@ -178,9 +207,9 @@ async def supervise(topic: str) -> None:
     logged, its message was negatively acknowledged, and the pump starts again after a wait
     of the `bridge-restart` policy; waits grow while it keeps failing, and start over after
     a pump that ran HEALTHY_S seconds. The policy's budget is endless by default; a finite
-    one (RETRY_BRIDGE_RESTART) re-raises the failure once spent, which crashes the worker
-    (Faust stops on a failed task), for its supervisor to start again, rather than run on
-    without the bridge."""
+    one (RETRY_BRIDGE_RESTART) re-raises the failure once spent, which ends the bridge process
+    (the worker starts another) or, inline, crashes the worker (Faust stops on a failed task)
+    for its supervisor to start again, rather than run on without the bridge."""
     waits = policy("bridge-restart").waits()
     while True:
         started = time.monotonic()
@@ -201,13 +230,15 @@ async def supervise(topic: str) -> None:
             await asyncio.sleep(delay)
 
 
-def _bridge(topic: str) -> Callable[[], Awaitable[None]]:
-    async def bridge() -> None:
-        await supervise(topic)
-
-    bridge.__name__ = bridge.__qualname__ = f"bridge {topic.rsplit('/', 1)[-1]}"
-    return bridge
+async def run_inbound() -> None:
+    """Every inbound topic's pump, each kept running by `supervise`: in the bridge process
+    (INBOUND_BRIDGE=process, the default: bridges/__main__.py), or on the worker's loop."""
+    await asyncio.gather(*(supervise(topic) for topic in INBOUND_TOPICS))
 
 
-for _topic in INBOUND_TOPICS:
-    app.task(_bridge(_topic))
+@app.task
+async def inbound_bridge() -> None:
+    """On the worker's event loop with INBOUND_BRIDGE=inline; else the worker's bridge process
+    runs the pumps (orchestrator/services.py starts it)."""
+    if cfg.inbound_bridge == "inline":
+        await run_inbound()

@@ -1,25 +1,25 @@
 """Out to Pulsar: commands and lifecycle notices, and dead letters.
 
-The saga agent hands each event's commands to `OUTBOUND` and goes on with the next event; a
-sender task sends what was handed over in rounds (see `Outbound`), and the event is
-acknowledged to Faust (so that its offset may be committed) only once every one of its
-commands is in Pulsar or dead-lettered (acknowledged by Kafka). Unacknowledged, an event
-holds every later event of its partition (agents/acks.py), so each way a round can fail
-ends in one of these: the events acknowledged, or the worker stopped.
+The outbox bridge (bridges/outbox.py) hands each outbox record's commands to `OUTBOUND` and
+goes on with the next record; a sender task sends what was handed over in rounds (see
+`Outbound`), and a record counts as done (the bridge commits a batch once all its records
+are) only once every one of its commands is in Pulsar or dead-lettered (acknowledged by
+Kafka). Each way a round can fail ends in one of these: the records done, or the worker
+stopped.
 
 - A send that fails for a passing reason (a timeout, a lost connection, a broker not ready)
   is retried under the `pulsar-send` policy (common/retry.py) until it succeeds; at most
-  BRIDGE_MAX_IN_FLIGHT events wait for Pulsar, after which the saga agent waits too.
+  BRIDGE_MAX_IN_FLIGHT records wait for Pulsar, after which the outbox bridge waits too.
 - A send that fails for good (the topic deleted or terminated, the client not authorized:
-  `pulsar_client.PERMANENT`) would hold its event forever: the command is dead-lettered
+  `pulsar_client.PERMANENT`) would hold its record forever: the command is dead-lettered
   instead, with the reason, counted in /metrics, and its topic reported failing in /ready
   until a send to it succeeds again.
 - Anything else that fails in a round (dead-lettering to Kafka, acknowledging, a bug) is
   counted (`outbound_round_failures_total`) and the step that failed is tried again under
   the `outbound-round` policy. Past the policy's budget the worker reports not ready (/ready:
   `failing_topics` names `outbound-round` and the error); past the budget once more it
-  crashes (`RoundFailed`, `app.crash`), giving its partitions up: their next owner replays
-  the unacknowledged events, and a saga re-sends their commands under the same ids.
+  crashes (`RoundFailed`, `app.crash`), giving its partitions up: their next reader sends
+  the records not committed again, under the same command ids.
 
 A saga's commands reach Pulsar in the order the saga handed them over, however long Pulsar
 fails: an undo must not overtake the step it undoes (a CancelAlliance sent while its
@@ -184,7 +184,7 @@ class _Item:
 
 @dataclass(eq=False, slots=True)
 class _Event:
-    """One saga event's messages and its acknowledgement."""
+    """One outbox record's messages (one saga event's commands) and its acknowledgement."""
 
     items: list[_Item]
     ack: Callable[[], Awaitable[object]]
@@ -192,17 +192,16 @@ class _Event:
 
 
 class Outbound:
-    """Commands on their way to Pulsar, acknowledging each saga event once all of the event's
+    """Commands on their way to Pulsar, acknowledging each outbox record once all of its
     commands are in Pulsar or dead-lettered.
 
-    The agent hands over each event's commands and goes on; the sender task takes everything
-    handed over since its last round and starts a round with it (a task of its own, so that a
-    round retrying a send does not hold the next ones). A round sends its messages as one
-    batch (`send_batch`: one loop wake-up per batch, not per message); under load the batches
-    grow by themselves, idle a round is one event. Only when a send fails, or a message waits
-    for an earlier one of its saga, does a round send more batches. Each event is acknowledged
-    as soon as its messages are settled; agents/acks.py keeps the partition order across
-    events and rounds.
+    The outbox bridge hands over each record's commands and goes on; the sender task takes
+    everything handed over since its last round and starts a round with it (a task of its
+    own, so that a round retrying a send does not hold the next ones). A round sends its
+    messages as one batch (`send_batch`: one loop wake-up per batch, not per message); under
+    load the batches grow by themselves, idle a round is one record. Only when a send fails,
+    or a message waits for an earlier one of its saga, does a round send more batches. Each
+    record is acknowledged as soon as its messages are settled.
 
     The link to Pulsar, the dead-letter writer, the crash and the policies are the worker's
     own unless given (tests give fakes)."""
@@ -230,8 +229,7 @@ class Outbound:
 
     @staticmethod
     def encode(commands: Sequence[Command]) -> list[Outgoing]:
-        """The Pulsar messages of `commands`. The saga agent encodes before it stores the
-        saga's new state, so that nothing can fail between that write and the hand-over."""
+        """The Pulsar messages of `commands` (those not carried out by a participant's API)."""
         return [(TOPIC_FOR[c.destination], encode_command(c), {"sagaid": c.saga_id, "type": c.type},
                  c.saga_id) for c in commands if not ALPES.handles(c)]
 
@@ -448,7 +446,10 @@ OUTBOUND = Outbound(cfg.bridge_max_in_flight)
 
 @app.task
 async def send_outbound() -> None:
-    await OUTBOUND.run()
+    """The sender runs where the outbox bridge does: here with OUTBOX_BRIDGE=inline, else in
+    the bridge's process (bridges/__main__.py)."""
+    if cfg.outbox_bridge == "inline":
+        await OUTBOUND.run()
 
 
 @app.agent(dead_letters, name="dead-letter-outbound")

@@ -14,7 +14,10 @@ lifecycle notices (deduplicated by CloudEvents id, as any consumer does):
 Recovery time: from the end of the fault (the kill, or the broken component answering
 again) until a probe saga started on every partition of the saga stream has been started
 by a worker (its SagaStarted notice): "all partitions served again". Timings are printed;
-the tests (tests/e2e/test_faults.py) assert outcomes only.
+the tests (tests/e2e/test_faults.py) assert outcomes only. A scenario that is not clean keeps
+its workers' data and logs, and writes every Kafka record of the first five sagas that did not
+end right to `trace.txt` in its folder (chaos/trace.py) before its topics are deleted;
+CHAOS_KEEP=1 keeps every scenario's folder.
 
     uv run python -m chaos [--sagas-per-s 40] [--seconds 30] [--only kill,kafka,...]   (make chaos)
 """
@@ -40,6 +43,7 @@ from urllib.parse import urlsplit
 from aiokafka.partitioner import DefaultPartitioner
 
 from benchmarks.report import drop_run_leftovers
+from chaos.trace import trace_sagas
 from domain import ids
 from simulators.participants import Behaviour, Participants, _share
 from tests.support.flows import TERMINAL_EVENTS, partner_created
@@ -294,6 +298,25 @@ class World:
         return None
 
 
+async def trace(world: World, scenario: str, saga_ids: list[str]) -> None:
+    """Keep what Kafka and the lifecycle tap hold about sagas that did not end right, before
+    the scenario's topics are deleted (chaos/trace.py)."""
+    url = world.env.get("KAFKA_BROKER_URL", KAFKA_URL)
+    bootstrap = ",".join(f"{urlsplit(u).hostname}:{urlsplit(u).port}" for u in url.split(";"))
+    try:
+        out = await trace_sagas(world.names.app_id, saga_ids, bootstrap, world.folder / "trace.txt")
+        assert world.lifecycle is not None
+        with out.open("a") as f:
+            for m in list(world.lifecycle.messages):
+                ev = m.json()
+                if ev.get("sagaid") in saga_ids:
+                    f.write(f"lifecycle at {m.at:.3f}: {ev.get('sagaid')} {ev.get('type')} {ev.get('id')}\n")
+        log.error("%s: the Kafka records of %d sagas that did not end right are in %s",
+                  scenario, len(saga_ids), out)
+    except Exception as exc:  # a diagnosis must not hide the scenario's own outcome
+        log.error("%s: could not trace the sagas: %r", scenario, exc)
+
+
 Fault = Callable[[World], Awaitable[tuple[float, str]]]
 
 
@@ -331,7 +354,9 @@ async def run(scenario: str, fault: Fault | None, *, rate: float, seconds: float
         assert w.lifecycle is not None  # tapped on entering the World
         row = outcome(scenario, w.started, w.lifecycle)
         row.recovery_s, row.note = recovery, note
-        w.keep = not row.clean
+        w.keep = not row.clean or bool(os.environ.get("CHAOS_KEEP"))
         for worker in w.workers if w.keep else ():
             log.error("%s: worker %s log at %s", scenario, worker.name, worker.log_path)
+        if not row.clean:
+            await trace(w, scenario, [odd.split(" ", 1)[0] for odd in row.odd])
         return row

@@ -1,4 +1,5 @@
-"""The snapshot mirror in a child process of the worker (SNAPSHOT_MIRROR=process).
+"""The snapshot mirror in a child process of the worker (SNAPSHOT_MIRROR=process); the
+outbox bridge runs the same way (OUTBOX_BRIDGE=process, `python -m bridges outbox --report`).
 
 The mirror parses nothing, but sending a batch of states to PostgreSQL and reading the
 changelog back took a tenth of the worker's event loop, which is the saga agent's. As a
@@ -16,9 +17,11 @@ import contextlib
 import ctypes
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from common.retry import policy
@@ -37,20 +40,44 @@ class MirrorExited(RuntimeError):
     """The child kept exiting and the restart policy's budget is spent."""
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+#: The mirror's scheduling priority below the worker's: when the cores are busy, the saga agent
+#: comes first and the snapshots catch up after (#23). (Not the outbox bridge's: it is on
+#: every saga's path.)
+MIRROR_NICENESS = 10
+
+
+def _die_with_parent(niceness: int = 0) -> None:  # runs in the child between fork and exec
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if niceness:
+        with contextlib.suppress(OSError):
+            os.nice(niceness)
 
 
 class MirrorProcess:
+    """A child process kept running: the snapshot mirror unless told otherwise (the outbox
+    bridge is another: orchestrator/services.py). Its reports are JSON lines on its stdout:
+    `counters` (name -> value), `labeled` ([name, labels, value], ...), `gauges`; the
+    counters go on from where an exited child left them."""
+
     def __init__(self, metrics: Metrics, *, command: list[str] | None = None,
-                 on_report: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_report: Callable[[dict[str, Any]], None] | None = None,
+                 name: str = "snapshot mirror", restarts: str = "snapshot_mirror_restarts_total",
+                 restart_policy: str = "mirror-restart", niceness: int = MIRROR_NICENESS,
+                 on_start: Callable[[], None] | None = None) -> None:
         self.metrics = metrics
         self.command = command or [sys.executable, "-m", "snapshots", "mirror", "--report"]
         self.migrated = False
         self.on_report = on_report
-        self._base: dict[str, float] = {}  # counters of children that already exited
-        self._last: dict[str, float] = {}
+        self.name = name
+        self.restarts = restarts
+        self.restart_policy = restart_policy
+        self.niceness = niceness
+        #: Called once the child runs: what it must be told first (`tell`), say.
+        self.on_start = on_start
+        # (name, labels) -> counters of children that already exited, and the running one's
+        self._base: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._proc: asyncio.subprocess.Process | None = None
 
     async def run(self) -> None:
@@ -58,7 +85,7 @@ class MirrorProcess:
         again after the waits of the "mirror-restart" policy (common.retry); one that ran
         HEALTHY_AFTER_S starts them over. With a budget set for that policy
         (RETRY_MIRROR_RESTART) and spent, the last exit is raised as MirrorExited."""
-        waits = policy("mirror-restart").waits()
+        waits = policy(self.restart_policy).waits()
         try:
             while True:
                 started = asyncio.get_running_loop().time()
@@ -70,21 +97,24 @@ class MirrorProcess:
                 if asyncio.get_running_loop().time() - started > HEALTHY_AFTER_S:
                     waits.reset()
                 if waits.exhausted:
-                    raise MirrorExited(f"snapshot mirror process exited with {code}; the "
-                                       "mirror-restart retry budget is spent")
+                    raise MirrorExited(f"{self.name} process exited with {code}; the "
+                                       f"{self.restart_policy} retry budget is spent")
                 delay = waits.next_delay()
-                log.error("snapshot mirror process exited with %s; restarting in %.1fs", code, delay)
-                self.metrics.inc("snapshot_mirror_restarts_total")
+                log.error("%s process exited with %s; restarting in %.1fs", self.name, code, delay)
+                self.metrics.inc(self.restarts)
                 await asyncio.sleep(delay)
         finally:
             await self.stop()
 
     async def _run_once(self) -> int:
         self._proc = proc = await asyncio.create_subprocess_exec(
-            *self.command, stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
-            preexec_fn=_die_with_parent)
-        log.info("snapshot mirror: child process %d", proc.pid)
+            *self.command, stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE if self.on_start else asyncio.subprocess.DEVNULL,
+            preexec_fn=partial(_die_with_parent, self.niceness))
+        log.info("%s: child process %d", self.name, proc.pid)
         assert proc.stdout is not None
+        if self.on_start is not None:
+            self.on_start()
         try:
             async for line in proc.stdout:
                 self._report(line)
@@ -97,18 +127,28 @@ class MirrorProcess:
     def _report(self, line: bytes) -> None:
         try:
             report = json.loads(line)
-            counters, gauges = dict(report["counters"]), dict(report["gauges"])
+            counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {
+                (name, ()): value for name, value in dict(report["counters"]).items()}
+            counters.update({(name, tuple(sorted(dict(labels).items()))): value
+                             for name, labels, value in report.get("labeled", ())})
+            gauges = dict(report["gauges"])
         except (ValueError, KeyError, TypeError):
-            log.warning("snapshot mirror printed %r", line[:200])
+            log.warning("%s printed %r", self.name, line[:200])
             return
         self.migrated = bool(report.get("migrated"))
         self._last = counters
-        for name, value in counters.items():
-            self.metrics.counters[(name, ())] = self._base.get(name, 0) + value
+        for key, value in counters.items():
+            self.metrics.counters[key] = int(self._base.get(key, 0) + value)
         for name, value in gauges.items():
             self.metrics.set(name, value)
         if self.on_report is not None:
             self.on_report(report)
+
+    def tell(self, message: dict[str, Any]) -> None:
+        """A JSON line to the running child's stdin (children started with `on_start`)."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None and proc.stdin is not None:
+            proc.stdin.write(json.dumps(message).encode() + b"\n")
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import multiprocessing
 import socket
 import ssl
 from typing import Any
@@ -156,7 +158,30 @@ async def _check_group(cfg: Settings, first: str, user: str, opts: dict[str, Any
 
 def check_pulsar_access(cfg: Settings) -> None:
     """A TLS handshake (pulsar+ssl://), then a topic lookup with the worker's token: what Pulsar
-    refuses (authentication, authorization) is named in one line."""
+    refuses (authentication, authorization) is named in one line.
+
+    It runs in a child process. The Pulsar client library keeps the first logger any client
+    of a process is given, for every later client: this check's (a Python logger at DEBUG,
+    keeping each line in memory to read the broker's refusal back) then served the worker's
+    own client, a Python call for each line the C++ client logs at every send (a tenth of the
+    outbound bridge's time in a profile, #23) and a list that grew for the life of the worker."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        refusal = pool.submit(_pulsar_refusal, cfg).result()
+    if refusal is not None:
+        raise ConfigError(refusal)
+
+
+def _pulsar_refusal(cfg: Settings) -> str | None:
+    """In the child: `_check_pulsar_access`'s refusal, or None."""
+    try:
+        _check_pulsar_access(cfg)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def _check_pulsar_access(cfg: Settings) -> None:
     import pulsar
 
     parts = urlsplit(cfg.broker_url)

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any
 
+from bridges.outbox import OUTBOX_BRIDGE
+from bridges.pulsar_inbound import SUBSCRIBE_ERRORS, SUBSCRIBED
+from bridges.pulsar_outbound import FAILING_TOPICS
 from common.retry import policy
 from orchestrator.mirror_process import MirrorProcess
 from runtime.app import app, cfg
@@ -16,19 +20,69 @@ from snapshots.mirror import ChangelogMirror
 from snapshots.store import store_from_settings
 from streams.partner_saga import saga_events
 
-__all__ = ["MIRROR", "STORE", "readiness"]
+__all__ = ["BRIDGE", "MIRROR", "STORE", "readiness"]
 
 log = logging.getLogger(__name__)
 STORE = store_from_settings(cfg)
 #: The snapshot mirror as SNAPSHOT_MIRROR says: a child process, or on this event loop.
 MIRROR: MirrorProcess | ChangelogMirror = (
     MirrorProcess(METRICS) if cfg.snapshot_mirror == "process" else ChangelogMirror(cfg, STORE))
+#: Failing Pulsar topics the bridge process reported last (its share of FAILING_TOPICS).
+_BRIDGE_FAILING: set[str] = set()
+
+
+#: The bridge process runs for either bridge (bridges/__main__.py).
+BRIDGE_PROCESS = cfg.outbox_bridge == "process" or cfg.inbound_bridge == "process"
+
+
+def _bridge_report(report: dict[str, Any]) -> None:
+    """The bridge process's failing topics and, when it runs the inbound bridge, the inbound
+    topics it is subscribed to (and why not): shown in this worker's /ready."""
+    failing = dict(report.get("failing_topics") or {})
+    for topic in _BRIDGE_FAILING - failing.keys():
+        FAILING_TOPICS.pop(topic, None)
+    FAILING_TOPICS.update(failing)
+    _BRIDGE_FAILING.clear()
+    _BRIDGE_FAILING.update(failing)
+    if cfg.inbound_bridge == "process":
+        _replace(SUBSCRIBED, set(report.get("subscribed") or ()))
+        _replace(SUBSCRIBE_ERRORS, dict(report.get("subscribe_errors") or {}))
+
+
+def _replace(target: Any, value: Any) -> None:
+    target.clear()
+    target.update(value)
+
+
+def _bridge_started() -> None:
+    """A new bridge process: nothing subscribed until it says so; it follows these partitions."""
+    if cfg.inbound_bridge == "process":
+        SUBSCRIBED.clear()
+    _tell_bridge()
+
+
+def _tell_bridge() -> None:
+    """The outbox bridge follows the outbox partitions of the sagas this worker actively owns
+    (bridges/outbox.py): told after each rebalance, and when its process starts."""
+    events_topic = saga_events.get_topic_name()
+    partitions = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == events_topic)
+    if BRIDGE_PROCESS:
+        BRIDGE.tell({"partitions": partitions})
+    if cfg.outbox_bridge == "inline":
+        OUTBOX_BRIDGE.follow(partitions)
+
+
+#: The bridges' own process (OUTBOX_BRIDGE=process, INBOUND_BRIDGE=process): bridges/__main__.py.
+BRIDGE = MirrorProcess(METRICS, command=[sys.executable, "-m", "bridges", "outbox", "--report"],
+                       on_report=_bridge_report, name="bridges", restarts="bridge_restarts_total",
+                       restart_policy="bridge-restart", niceness=0, on_start=_bridge_started)
 _state = {"joined": False, "schema_ready": False}
 
 
 @app.on_rebalance_complete.connect
 async def _joined(sender: Any, /, *args: Any, **kwargs: Any) -> None:
     _state["joined"] = True
+    _tell_bridge()
     events_topic = saga_events.get_topic_name()
     METRICS.set("assigned_partitions",
                 sum(1 for tp in app.assignor.assigned_actives() if tp.topic == events_topic))
@@ -46,6 +100,14 @@ async def mirror_snapshots() -> None:
         await MIRROR.run()
     else:
         await MIRROR.run_forever()
+
+
+@app.task
+async def bridge_process() -> None:
+    """Keep the bridges' process running (OUTBOX_BRIDGE=process or INBOUND_BRIDGE=process),
+    restarted when it exits; stopped with the worker."""
+    if BRIDGE_PROCESS:
+        await BRIDGE.run()
 
 
 async def _migrate_until_done() -> None:

@@ -11,6 +11,7 @@ import agents.partner_saga
 import agents.ports
 import agents.retention
 import bridges.alpes
+import bridges.outbox
 import bridges.pulsar_inbound
 import bridges.pulsar_outbound
 import orchestrator.services
@@ -23,9 +24,8 @@ from runtime.app import app
 __all__ = ["app"]
 
 # The adapters the agents use (agents/ports.py).
-agents.ports.bind(outbound=bridges.pulsar_outbound.OUTBOUND, partners=bridges.alpes.ALPES,
-                  snapshots=orchestrator.services.STORE)
+agents.ports.bind(partners=bridges.alpes.ALPES, snapshots=orchestrator.services.STORE)
 
 _registered = (agents.deadlines, agents.partner_routing, agents.partner_saga, agents.retention,
-               bridges.pulsar_inbound, bridges.pulsar_outbound, orchestrator.services, orchestrator.web,
-               orchestrator.web_ops, streams.partner_saga, tables.partner_saga)
+               bridges.outbox, bridges.pulsar_inbound, bridges.pulsar_outbound, orchestrator.services,
+               orchestrator.web, orchestrator.web_ops, streams.partner_saga, tables.partner_saga)

@@ -2,7 +2,8 @@
 topics, tables and agents import (streams/, tables/, agents/, bridges/ register themselves on
 it); orchestrator/worker.py, the composition root, puts the HTTP API's authentication in front
 of its web server and registers the views (orchestrator/web.py `page`). Making the app opens
-nothing: Faust connects when the worker starts."""
+nothing: Faust connects when the worker starts. Its one timer of its own looks for partitions
+whose records stopped short of their agent (runtime/faust_patches.py `reread_stalled`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import faust
 
-from runtime.faust_patches import ManualAckEvent, SagaApp
+from runtime.faust_patches import REREAD_CHECK_S, ManualAckEvent, SagaApp, reread_stalled
 from runtime.settings import Settings, settings
 
 __all__ = ["WEB_MIDDLEWARES", "app", "cfg", "create_app", "kafka_credentials"]
@@ -85,3 +86,7 @@ def create_app(cfg: Settings) -> faust.App:
 cfg = settings()
 app = create_app(cfg)
 
+
+@app.timer(interval=REREAD_CHECK_S, name="stalled-partitions")
+async def _reread_stalled() -> None:
+    reread_stalled(app)

@@ -60,8 +60,11 @@ HELP = {
     "snapshot_rows_pruned_total": "Finished sagas whose history and personal data PostgreSQL's own retention "
                                   "removed (SNAPSHOT_RETENTION_S); their rows stay.",
     "snapshot_tombstones_written_total": "Retained sagas' tombstones written over their snapshot rows.",
-    "outbound_events_waiting": "Saga events whose commands wait for Pulsar's acknowledgement.",
-    "events_unacknowledged": "Saga events taken but not yet acknowledged to Kafka.",
+    "outbound_events_waiting": "Outbox records whose commands wait for Pulsar's acknowledgement.",
+    "batches_total": "Batches of saga events made durable by the saga agent (one write each).",
+    "batch_events_total": "Saga events in those batches (over batches_total: the mean batch).",
+    "outbox_records_forwarded_total": "Outbox records (one saga event's commands) sent on by the outbox "
+                                      "bridge.",
     "snapshot_lag_records": "Changelog records not yet mirrored to PostgreSQL.",
     "timeout_fire_lateness_seconds": "How late the last deadline fired after it was due.",
     "assigned_partitions": "Partitions of the saga stream this worker owns (active).",

@@ -199,6 +199,15 @@ class Settings(BaseSettings):
     dead_letter_topic: str = Field("saga-dead-letters", alias="DEAD_LETTER_TOPIC")
     subscription: str = Field("saga-orchestrator", alias="PULSAR_SUBSCRIPTION")
     bridge_max_in_flight: int = Field(2000, alias="BRIDGE_MAX_IN_FLIGHT", ge=1, le=100_000)
+    # How long the outbox topic keeps commands (bridges/outbox.py): longer than any outage of
+    # a participant's broker you would wait out.
+    outbox_retention_s: float = Field(30 * 86400.0, alias="OUTBOX_RETENTION_S", ge=3600)
+    # The saga agent's batches (agents/partner_saga.py): at most this many events, gathered
+    # for at most this long.
+    saga_batch_max: int = Field(500, alias="SAGA_BATCH_MAX", ge=1, le=10_000)
+    saga_batch_within_s: float = Field(0.005, alias="SAGA_BATCH_WITHIN_S", gt=0, le=1.0)
+    # Decoded saga states kept for the sagas' next events (~15 KB each).
+    saga_state_cache: int = Field(1024, alias="SAGA_STATE_CACHE", ge=1, le=1_000_000)
 
     # Step policies: how long a step waits for its reply, how often it is tried, and the
     # backoff between tries of a failed undo. Per-action values override the defaults.
@@ -227,6 +236,14 @@ class Settings(BaseSettings):
     # and restarts (another core; the worker's event loop is the saga agent's); `inline`, on
     # the worker's event loop; `off`, not at all (run `python -m snapshots mirror` yourself).
     snapshot_mirror: str = Field("process", alias="SNAPSHOT_MIRROR", pattern=r"^(process|inline|off)$")
+    # Where the outbox bridge (bridges/outbox.py: the outbox to Pulsar and the participants'
+    # APIs) runs: `process`, a child process the worker starts and restarts (another core:
+    # the saga agent's event loop never runs a Pulsar send); `inline`, on the worker's loop.
+    outbox_bridge: str = Field("process", alias="OUTBOX_BRIDGE", pattern=r"^(process|inline)$")
+    # Where the inbound bridge (bridges/pulsar_inbound.py: the participants' Pulsar topics to
+    # Kafka) runs: `process`, in that same child process (started for either bridge);
+    # `inline`, on the worker's loop.
+    inbound_bridge: str = Field("process", alias="INBOUND_BRIDGE", pattern=r"^(process|inline)$")
     # PostgreSQL's own retention (snapshots/store.py `prune`): a finished saga's history rows
     # go, and its row loses the partner's personal data, this long after its end; the row
     # (ids, end status, generation) stays. compensation_failed and live sagas are never pruned.

@@ -13,6 +13,9 @@ def kafka_topics(cfg: Settings) -> dict[str, dict[str, str]]:
     plain = ("events", "partner-routing", "dead-letters")
     tables = ("sagas", "partner-sagas")
     topics: dict[str, dict[str, str]] = {f"{cfg.app_id}-{t}": {} for t in plain}
+    # Commands not yet sent on stay as long as the bridge may be held up (a participant's
+    # broker down for days): OUTBOX_RETENTION_S, 30 days unless set.
+    topics[f"{cfg.app_id}-outbox"] = {"retention.ms": str(int(cfg.outbox_retention_s * 1000))}
     topics.update({f"{cfg.app_id}-{t}-changelog": {"cleanup.policy": "compact"} for t in tables})
     return topics
 

@@ -10,7 +10,7 @@ import faust
 
 from runtime.app import app, cfg
 
-__all__ = ["dead_letters", "partner_routing", "raw_schema", "saga_events"]
+__all__ = ["dead_letters", "outbox", "partner_routing", "raw_schema", "saga_events"]
 
 
 def raw_schema() -> faust.Schema[bytes, bytes]:
@@ -40,3 +40,8 @@ partner_routing = app.topic(f"{cfg.app_id}-partner-routing", **_common())
 
 #: Messages that could not be processed: original bytes as the value, the reason in headers.
 dead_letters = app.topic(f"{cfg.app_id}-dead-letters", **_common())
+
+#: The saga's commands (wire.internal.OutboxEntry), keyed by saga id, in the partition of the
+#: saga's events: written with the saga's new state, in the same produce, and sent on to the
+#: participants by the outbox bridge (bridges/outbox.py), in partition order.
+outbox = app.topic(f"{cfg.app_id}-outbox", **_common())

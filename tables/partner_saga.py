@@ -15,11 +15,12 @@ from faust.types import EventT
 
 from runtime.app import app, cfg
 from tables.deadline_index import DeadlineIndex
+from tables.writer import Producer, TableWriter
 
 if TYPE_CHECKING:
     from faust.stores.rocksdb import Store as RocksDBStore
 
-__all__ = ["DEADLINES", "SagaTable", "partner_sagas", "sagas"]
+__all__ = ["DEADLINES", "WRITER", "SagaTable", "partner_sagas", "sagas"]
 
 
 #: RocksDB memory per partition database. Faust's defaults (64 MiB write buffers, three of
@@ -74,3 +75,14 @@ sagas.index = DEADLINES
 
 #: partner id -> saga id. Written by agents.partner_routing from saga-partner-routing.
 partner_sagas = app.Table("partner-sagas", help="partner id -> saga id", **_common())
+
+
+async def _kafka_producer() -> Producer:
+    """The worker's own Kafka producer (Faust's, started with the worker): aiokafka's."""
+    producer = await app.maybe_start_producer()
+    return cast(Producer, cast(Any, producer)._ensure_producer())
+
+
+#: The one writer of these tables (tables/writer.py): the agents write through it, a batch at
+#: a time; nothing calls Faust's Table.__setitem__.
+WRITER = TableWriter(_kafka_producer, [sagas, cast(faust.Table[str, bytes], partner_sagas)])

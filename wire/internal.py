@@ -11,9 +11,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from domain.messages import SagaEvent
+from domain.messages import Command, SagaEvent
 
-__all__ = ["ForgetSaga", "PartnerRouted", "RoutingNote", "SagaEnvelope"]
+__all__ = ["ForgetSaga", "OutboxEntry", "PartnerRouted", "RoutingNote", "SagaEnvelope"]
 
 
 class SagaEnvelope(BaseModel):
@@ -29,6 +29,25 @@ class SagaEnvelope(BaseModel):
     # Passed on from a retained saga's tombstone (domain.lifecycle): an opening event opens
     # its business key's `generation`-th saga.
     generation: int | None = None
+
+
+class OutboxEntry(BaseModel):
+    """The commands one saga event led to, in the order the saga decided them: one record on
+    `<app>-outbox`, keyed by saga id, in the saga's partition (agents/partner_saga.py writes
+    it with the saga's new state; bridges/outbox.py sends it on)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    commands: tuple[Command, ...]
+
+    @classmethod
+    def read(cls, value: bytes) -> OutboxEntry:
+        """An outbox record of any version: this one, or one command alone (the outbox of the
+        versions before dcd47dd, whose records a deployment may still hold). Raises
+        ValueError (pydantic's ValidationError) for anything else."""
+        if value.startswith(b'{"commands":'):
+            return cls.model_validate_json(value)
+        return cls(commands=(Command.model_validate_json(value),))
 
 
 class PartnerRouted(BaseModel):

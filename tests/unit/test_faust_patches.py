@@ -184,13 +184,53 @@ async def test_a_paused_partitions_fetched_records_are_read_again_not_dropped() 
     assert consumer.sought == [(b, 5)]
 
 
-async def test_the_rest_of_a_batch_is_read_again_after_a_generation_change() -> None:
+async def test_the_rest_of_a_batch_after_a_generation_change_is_left_to_the_rebalances_seek() -> None:
+    # The rebalance ends with every partition sought to its committed offset (perform_seek),
+    # at or before these records; a seek back of its own raced that seek, and left partitions
+    # past records never processed (kill -9 in make chaos lost sagas that way).
     a = TP("events", 0)
     consumer, handed = _fetching({a: [3, 4, 5]}, active={a}, new_generation_after=1)
     async for _ in consumer.getmany(1.0):
         pass
     assert handed == [(a, 3)]
-    assert consumer.sought == [(a, 4)]
+    assert consumer.sought == []
+
+
+def _gapping(earliest: int):  # type: ignore[no-untyped-def]
+    from runtime.faust_patches import manual_ack
+    manual_ack("gap-events")
+    consumer, _ = _consumer(committed=None, acked=[])
+    tp = TP("gap-events", 0)
+    consumer._committed_offset[tp] = 10
+
+    async def earliest_offsets(*tps: Any) -> dict[Any, int]:
+        return {t: earliest for t in tps}
+
+    consumer.earliest_offsets = earliest_offsets
+    return consumer, tp
+
+
+async def test_a_jump_in_a_manual_topics_offsets_is_no_gap_so_no_commit_passes_it() -> None:
+    consumer, tp = _gapping(earliest=0)
+    await consumer._add_gap(tp, 11, 20)  # Faust read 20 right after 10: 11..19 were skipped
+    assert not consumer._gap[tp]
+    consumer._acked[tp] = [20, 21]
+    consumer.assignment = lambda: set()  # the re-read is not the point here
+    assert consumer._new_offset(tp) is None  # not 22: 11..19 are read again first
+
+
+async def test_records_retention_deleted_are_a_gap_on_a_manual_topic_too() -> None:
+    consumer, tp = _gapping(earliest=15)  # 11..14 deleted, 15..19 skipped
+    await consumer._add_gap(tp, 11, 20)
+    assert sorted((iv.begin, iv.end) for iv in consumer._gap[tp]) == [(11, 15)]
+
+
+async def test_other_topics_keep_fausts_gaps() -> None:
+    consumer, _ = _gapping(earliest=0)
+    tp = TP("compacted-or-transactional", 0)
+    consumer._committed_offset[tp] = 10
+    await consumer._add_gap(tp, 11, 20)
+    assert sorted((iv.begin, iv.end) for iv in consumer._gap[tp]) == [(11, 21)]
 
 
 async def test_a_batch_handed_on_whole_moves_nothing_back() -> None:
@@ -216,6 +256,7 @@ PATCHED = {
     "faust.transport.drivers.aiokafka.Consumer.getmany": "4b168d84882a70d6",
     "faust.transport.drivers.aiokafka.Consumer._new_offset": "1d2c7ea89a7ad4f1",
     "faust.transport.drivers.aiokafka.Consumer.perform_seek": "0e8c130ff4b0afd8",
+    "faust.transport.drivers.aiokafka.Consumer._add_gap": "4df2573ded7c1c2c",
 }
 
 
@@ -242,3 +283,55 @@ def test_the_patched_faust_methods_are_the_ones_read() -> None:
     assert not changed, (f"faust-streaming {faust.__version__} changed what runtime/faust_patches.py "
                          f"overrides (read in {READ_IN}): {sorted(changed)}")
     assert isinstance(ProducerBuffer.max_messages, int)  # the class attribute SagaApp raises
+
+
+# The tail case (runtime/faust_patches.py, _Consumer.reread_stalled): records skipped with no
+# later record acknowledged leave no hole for `_new_offset` to see; a partition whose
+# committed and read offsets stay put while records wait past them is read again.
+
+def _stalling(committed: int, end: int):  # type: ignore[no-untyped-def]
+    from runtime.faust_patches import manual_ack
+    manual_ack("stall-events")
+    consumer, _ = _consumer(committed=None, acked=[])
+    tp = TP("stall-events", 0)
+    consumer._committed_offset[tp] = committed
+    consumer._read_offset = {tp: committed}
+    consumer.flow_active = True
+    consumer.assignment = lambda: {tp}
+    consumer.highwater = lambda _tp: end
+    consumer.sought = []
+
+    async def seek(partition: object, offset: int) -> None:
+        consumer.sought.append((partition, offset))
+
+    consumer.seek = seek
+    return consumer, tp
+
+
+async def test_a_partition_stalled_short_of_its_records_is_read_again() -> None:
+    import asyncio
+
+    from runtime.faust_patches import REREAD_AFTER_S
+    consumer, tp = _stalling(committed=7, end=10)  # 7..9 skipped, nothing after them
+    consumer.reread_stalled(now=100.0)
+    consumer.reread_stalled(now=100.0 + REREAD_AFTER_S / 2)
+    await asyncio.sleep(0.01)
+    assert consumer.sought == []  # maybe on their way still
+    consumer.reread_stalled(now=100.0 + REREAD_AFTER_S)
+    await asyncio.sleep(0.01)
+    assert consumer.sought == [(tp, 7)]
+
+
+async def test_a_partition_that_moves_or_is_read_to_its_end_is_left_alone() -> None:
+    import asyncio
+
+    from runtime.faust_patches import REREAD_AFTER_S
+    consumer, tp = _stalling(committed=7, end=10)
+    consumer.reread_stalled(now=100.0)
+    consumer._read_offset[tp] = 8  # a record reached the agent meanwhile
+    consumer.reread_stalled(now=100.0 + REREAD_AFTER_S)
+    done, _ = _stalling(committed=10, end=10)  # everything committed
+    done.reread_stalled(now=100.0)
+    done.reread_stalled(now=100.0 + REREAD_AFTER_S)
+    await asyncio.sleep(0.01)
+    assert consumer.sought == [] and done.sought == []

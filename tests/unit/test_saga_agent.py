@@ -1,9 +1,10 @@
-"""The saga agent's handling of one event (agents/partner_saga.handle), with the table, the
-deadline index, the dead-letter topic and the acknowledgement replaced by fakes: nothing here
-needs a broker. What it checks is the commit order (#10, defect 4): whatever can fail on the
-event's own account fails before the saga's new state is written, so a dead-lettered event
-never leaves a stored state whose commands were not sent; and a failing write is not
-dead-lettered and acknowledged, but stops the worker, so that the event is replayed."""
+"""The saga agent's handling of a batch of events (agents/partner_saga.handle_batch), with the
+table writer, the deadline index and the dead-letter topic replaced by fakes: nothing here
+needs a broker. What it checks is the commit order (#10, defect 4; #23): whatever can fail on
+an event's own account fails before anything of it is kept, so a dead-lettered event never
+leaves a stored state whose commands were not queued; a batch's states and commands are one
+write; and a batch the writer refuses is neither dead-lettered nor acknowledged, but stops
+the worker, so that its events are replayed."""
 
 from __future__ import annotations
 
@@ -16,24 +17,51 @@ from typing import Any
 import pytest
 
 import agents.partner_saga as agent
-import bridges.pulsar_outbound as outbound
 from agents import ports
 from domain import SagaState, ids
 from domain.lifecycle import Tombstone
+from streams.partner_saga import outbox, saga_events
+from tables.writer import Batch, WriteFailed
 from tests.support.flows import partner_created
 from wire.cloudevents import decode_inbound
-from wire.internal import ForgetSaga, SagaEnvelope
+from wire.internal import ForgetSaga, OutboxEntry, SagaEnvelope
+
+OUTBOX = outbox.get_topic_name()
+EVENTS = saga_events.get_topic_name()
 
 
-class Table(dict):  # type: ignore[type-arg]
-    """The `sagas` table: a dict that can be told to refuse writes."""
+class Writer:
+    """The table writer: the `sagas` table as a dict (saga id -> bytes), each commit's
+    messages recorded; told to, it refuses a batch as Kafka or a full disk would."""
 
-    refuse = False
+    def __init__(self) -> None:
+        self.table: dict[str, bytes] = {}
+        self.refuse = False
+        self.commits: list[Batch] = []
+        self.messages: list[tuple[str, bytes | None, bytes]] = []
 
-    def __setitem__(self, key: str, value: bytes) -> None:
+    def batch(self) -> Batch:
+        return Batch(lambda table, partition, key: self.table.get(key.decode()))
+
+    async def commit(self, batch: Batch) -> None:
         if self.refuse:
-            raise OSError("disk full")
-        super().__setitem__(key, value)
+            raise WriteFailed("the local store refused a batch: disk full")
+        self.commits.append(batch)
+        for (_table, _partition), changes in batch.changes.items():
+            for key, value in changes.items():
+                if value is None:
+                    self.table.pop(key.decode(), None)
+                else:
+                    self.table[key.decode()] = value
+        self.messages.extend((topic, key, value) for topic, _, key, value, _ in batch.messages)
+        for effect in batch.effects:
+            effect()
+
+    def outbox(self) -> list[OutboxEntry]:
+        return [OutboxEntry.model_validate_json(v) for t, _, v in self.messages if t == OUTBOX]
+
+    def sent(self, topic: str) -> list[tuple[bytes | None, bytes]]:
+        return [(k, v) for t, k, v in self.messages if t == topic]
 
 
 class Index:
@@ -46,94 +74,108 @@ class Index:
     def finished(self, *args: Any) -> None:
         self.moves.append(("finished", *args))
 
+    def forget(self, *args: Any) -> None:
+        self.moves.append(("forget", *args))
+
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
-    w = SimpleNamespace(table=Table(), index=Index(), dead=[], acked=[],
-                        outbound=outbound.Outbound(100))
+    w = SimpleNamespace(writer=Writer(), index=Index(), dead=[])
+    w.table = w.writer.table
 
-    async def dead_letter(payload: bytes, reason: str, **_: Any) -> None:
+    def dead_letter_in(batch: Batch, payload: bytes, reason: str, **_: Any) -> None:
         w.dead.append(reason)
+        batch.send("dead-letters", None, payload)
 
-    monkeypatch.setattr(agent, "sagas", w.table)
     monkeypatch.setattr(agent, "DEADLINES", w.index)
-    monkeypatch.setattr(agent, "dead_letter", dead_letter)
-    with ports.bound(outbound=w.outbound):  # the adapter, handed over as the worker does
-        yield w
+    monkeypatch.setattr(agent, "dead_letter_in", dead_letter_in)
+    monkeypatch.setattr(agent, "DECODED", agent.DecodedStates(64))
+    yield w
 
 
-def _event(partner_id: str) -> SimpleNamespace:
+def _event(partner_id: str, offset: int = 7) -> SimpleNamespace:
     inbound = decode_inbound(partner_created(partner_id, 1))
     saga_id = ids.saga_id_for_partner(partner_id)
     value = SagaEnvelope(event=inbound.event(saga_id), raw=inbound.text, origin="test").model_dump_json()
-    message = SimpleNamespace(tp="events-0", offset=7, partition=0)
+    message = SimpleNamespace(tp="events-0", offset=offset, partition=0)
     return SimpleNamespace(key=saga_id.encode(), value=value.encode(), message=message)
 
 
-async def _handle(w: SimpleNamespace, event: SimpleNamespace) -> None:
-    async def done() -> None:
-        w.acked.append(event)
-
-    await agent.handle(event, done)
+async def _handle(w: SimpleNamespace, *events: SimpleNamespace) -> None:
+    await agent.handle_batch(list(events), writer=w.writer)
 
 
-async def test_an_event_is_stored_and_its_commands_handed_over(world: SimpleNamespace) -> None:
+async def test_an_event_is_stored_and_its_commands_written_to_the_outbox(world: SimpleNamespace) -> None:
     event = _event(str(uuid.uuid4()))
     await _handle(world, event)
     saga_id = event.key.decode()
     assert saga_id in world.table and world.index.moves
-    (items, commands, _), = world.outbound._queue
-    assert [c.type for c in commands] == ["SagaStarted", "CreateAlliance"]
-    assert [props["type"] for _, _, props, _ in items] == ["SagaStarted", "CreateAlliance"]
-    assert world.acked == [] and world.dead == []  # acknowledged once Pulsar has them
+    entry, = world.writer.outbox()
+    assert [c.type for c in entry.commands] == ["SagaStarted", "CreateAlliance"]
+    # In the saga's partition, keyed by saga: the outbox keeps each saga's order.
+    (_, partition, key, _, _), = [m for m in world.writer.commits[0].messages if m[0] == OUTBOX]
+    assert (partition, key) == (0, event.key)
+    assert world.dead == []
 
 
-async def test_commands_that_cannot_be_encoded_leave_nothing_stored(
-        world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(command: Any) -> bytes:
-        raise ValueError("cannot encode")
-
-    monkeypatch.setattr(outbound, "encode_command", refuse)
-    event = _event(str(uuid.uuid4()))
-    await _handle(world, event)
-    # Dead-lettered with the reason and acknowledged, and nothing of it stored: before the
-    # fix the saga's new state was written, then its commands failed and were lost, and a
-    # finished or waiting saga had nothing left to send them again.
-    assert world.table == {} and world.index.moves == []
-    assert len(world.dead) == 1 and "cannot encode" in world.dead[0]
-    assert world.acked == [event] and world.outbound._queue == []
-
-
-async def test_a_write_that_fails_is_neither_dead_lettered_nor_acknowledged(
+async def test_a_batch_is_one_write_and_each_saga_sees_its_own_earlier_events(
         world: SimpleNamespace) -> None:
-    world.table.refuse = True
+    partner_id = str(uuid.uuid4())
+    first = _event(partner_id, offset=1)
+    again = SimpleNamespace(key=first.key, value=first.value,  # redelivered in the same batch
+                            message=SimpleNamespace(tp="events-0", offset=2, partition=0))
+    other = _event(str(uuid.uuid4()), offset=3)
+    await _handle(world, first, again, other)
+    batch, = world.writer.commits  # one write for the three events
+    assert set(batch.changes[(agent.SAGAS, 0)]) == {first.key, other.key}  # RocksDB: each saga's last
+    # The changelog: every state written, in order (the snapshot mirror keeps each one's
+    # transitions), the replay's the same bytes again.
+    assert [k for k, _ in batch.log[(agent.SAGAS, 0)]] == [first.key, first.key, other.key]
+    state = SagaState.model_validate_json(world.table[first.key.decode()])
+    assert len(state.applied) == 1 and state.version == 1  # the repeat: a duplicate
+    entries = world.writer.outbox()
+    assert len(entries) == 3 and [c.command_id for c in entries[1].commands] == \
+        [c.command_id for c in entries[0].commands] and all(c.repeat for c in entries[1].commands)
+
+
+async def test_an_event_that_fails_is_dead_lettered_and_leaves_nothing_else(
+        world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad, good = _event(str(uuid.uuid4()), offset=1), _event(str(uuid.uuid4()), offset=2)
+    real = agent.decide
+
+    def decide(state: Any, ev: Any, *args: Any, **kwargs: Any) -> Any:
+        if ev.saga_id == bad.key.decode():
+            raise ValueError("cannot decide")
+        return real(state, ev, *args, **kwargs)
+
+    monkeypatch.setattr(agent, "decide", decide)
+    await _handle(world, bad, good)
+    # Dead-lettered with the reason and nothing of it kept; the batch's other event stored.
+    assert bad.key.decode() not in world.table and good.key.decode() in world.table
+    assert len(world.dead) == 1 and "cannot decide" in world.dead[0]
+    assert len(world.writer.outbox()) == 1
+
+
+async def test_a_batch_the_writer_refuses_stops_the_worker(world: SimpleNamespace) -> None:
+    world.writer.refuse = True
     event = _event(str(uuid.uuid4()))
     with pytest.raises(agent.StoreFailed, match="disk full"):
         await _handle(world, event)
-    assert world.dead == [] and world.acked == [] and world.outbound._queue == []
+    assert world.dead == [] and world.writer.messages == [] and world.table == {}
 
 
 async def test_a_replayed_event_sends_the_same_commands_again(world: SimpleNamespace) -> None:
     event = _event(str(uuid.uuid4()))
     await _handle(world, event)
-    first = [c.command_id for c in world.outbound._queue[0][1]]
+    first = [c.command_id for c in world.writer.outbox()[0].commands]
     stored = dict(world.table)
     await _handle(world, event)  # redelivered after a crash before its acknowledgement
-    assert [c.command_id for c in world.outbound._queue[1][1]] == first
+    assert [c.command_id for c in world.writer.outbox()[1].commands] == first
     assert world.table == stored  # the same bytes written again (the changelog made whole)
+    assert world.writer.commits[1].changes[(agent.SAGAS, 0)] == {event.key: stored[event.key.decode()]}
 
 
 # --- retention and repeated starts (issue #20, defects 1 and 2) ----------------------------
-class Sent:
-    """A topic's send: records (key, value)."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[bytes, bytes]] = []
-
-    async def send(self, *, key: bytes, value: bytes, **_: Any) -> None:
-        self.records.append((key, value))
-
-
 def _finish(w: SimpleNamespace, saga_id: str, status: str = "completed", updated_at: float = 1.0) -> None:
     """Store the saga as ended in `status`, long ago."""
     state = SagaState.model_validate_json(w.table[saga_id])
@@ -148,13 +190,7 @@ def _forget_event(saga_id: str, version: int) -> SimpleNamespace:
 
 
 @pytest.fixture
-def retained(world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    world.index.forget = lambda *args: world.index.moves.append(("forget", *args))
-    world.events = Sent()
-    world.routing = Sent()
-    monkeypatch.setattr(agent, "saga_events", SimpleNamespace(send=world.events.send,
-                                                              get_topic_name=lambda: "events"))
-    monkeypatch.setattr(agent, "partner_routing", world.routing)
+def retained(world: SimpleNamespace) -> SimpleNamespace:
     return world
 
 
@@ -189,20 +225,20 @@ async def test_a_repeated_partner_created_after_retention_is_a_duplicate_not_a_n
     _finish(retained, saga_id, updated_at=time.time() - 10)
     version = SagaState.model_validate_json(retained.table[saga_id]).version
     await _handle(retained, _forget_event(saga_id, version))
-    queued = len(retained.outbound._queue)
+    queued = len(retained.writer.outbox())
     again = _event(partner_id)  # a new event id for the same partner
     await _handle(retained, again)
     # Before: the saga was deleted, so this opened it again under the same id, with the same
     # command ids: a second CreateAlliance, and two starts in one history.
-    assert len(retained.outbound._queue) == queued
+    assert len(retained.writer.outbox()) == queued
     assert Tombstone.is_one(retained.table[saga_id])
     assert len(retained.dead) == 1 and "duplicate of a finished saga" in retained.dead[0]
-    assert retained.acked[-1] is again and retained.events.records == []
+    assert retained.writer.sent(EVENTS) == []
 
 
 async def test_a_start_after_the_dedupe_horizon_opens_the_next_generation(
         retained: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(agent, "cfg", SimpleNamespace(saga_dedupe_horizon_s=100.0))
+    monkeypatch.setattr(agent, "cfg", agent.cfg.model_copy(update={"saga_dedupe_horizon_s": 100.0}))
     partner_id = str(uuid.uuid4())
     await _handle(retained, _event(partner_id))
     saga_id = ids.saga_id_for_partner(partner_id)
@@ -210,7 +246,7 @@ async def test_a_start_after_the_dedupe_horizon_opens_the_next_generation(
     version = SagaState.model_validate_json(retained.table[saga_id]).version
     await _handle(retained, _forget_event(saga_id, version))
     await _handle(retained, _event(partner_id))
-    (key, value), = retained.events.records  # passed on to the key's next saga
+    (key, value), = retained.writer.sent(EVENTS)  # passed on to the key's next saga
     env = SagaEnvelope.model_validate_json(value)
     new_id = ids.saga_id_generation(saga_id, 2)
     assert key == new_id.encode() and env.event.saga_id == new_id and env.generation == 2
@@ -221,14 +257,15 @@ async def test_a_start_after_the_dedupe_horizon_opens_the_next_generation(
     await _handle(retained, moved)
     state = SagaState.model_validate_json(retained.table[new_id])
     assert state.generation == 2 and state.saga_id == new_id
-    first_ids = {c.command_id for _, cmds, _ in retained.outbound._queue[:1] for c in cmds}
-    assert first_ids.isdisjoint(c.command_id for c in retained.outbound._queue[-1][1])
+    entries = retained.writer.outbox()
+    first_ids = {c.command_id for c in entries[0].commands}
+    assert first_ids.isdisjoint(c.command_id for c in entries[-1].commands)
 
 
 def test_an_adapter_not_bound_is_a_line_saying_so() -> None:
     with ports.bound():
         ports.PORTS._bound.clear()
-        with pytest.raises(RuntimeError, match="no outbound port bound: the worker binds"):
-            ports.PORTS.outbound.encode([])
+        with pytest.raises(RuntimeError, match="no partners port bound: the worker binds"):
+            ports.PORTS.partners.lookup("p")
     with pytest.raises(TypeError, match="no port 'pulsar'"):
         ports.bind(pulsar=object())
