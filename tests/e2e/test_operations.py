@@ -142,15 +142,17 @@ async def test_ready_and_metrics(spawn, participants, taps) -> None:  # type: ig
     await taps["lifecycle"].wait_for(lambda t: len(ended(t)) == 5, 30, "5 sagas")
     await participants.publish(participants.partner_events, b"garbage")
     await taps["dead"].wait_for(lambda t: len(t.messages) == 1, 30, "a dead letter")
-    # The outbox bridge's process reports its counters twice a second: wait for its last sends.
+    expected = ('saga_events_total{outcome="applied",type="PartnerCreated"} 5',
+                'saga_transitions_total{to="completed"} 5', 'saga_commands_total{type="CreateAlliance"} 5',
+                'saga_commands_sent_total{type="CreateAlliance"} 5', "saga_outbound_events_waiting",
+                "saga_batches_total", "saga_batch_events_total", "saga_outbox_records_forwarded_total",
+                "saga_dead_letters_total", "saga_step_latency_seconds_bucket", "saga_snapshot_lag_records")
+    # The bridges' process (the outbox's sends, the inbound dead letter) reports its counters
+    # twice a second: wait for the report that has them all.
     for _ in range(100):
         _, metrics = await worker.get("/metrics")
-        if 'saga_commands_sent_total{type="CreateAlliance"} 5' in metrics:
+        if all(line in metrics for line in expected):
             break
         await asyncio.sleep(0.2)
-    for line in ('saga_events_total{outcome="applied",type="PartnerCreated"} 5',
-                 'saga_transitions_total{to="completed"} 5', 'saga_commands_total{type="CreateAlliance"} 5',
-                 'saga_commands_sent_total{type="CreateAlliance"} 5', "saga_outbound_events_waiting",
-                 "saga_batches_total", "saga_batch_events_total", "saga_outbox_records_forwarded_total",
-                 "saga_dead_letters_total", "saga_step_latency_seconds_bucket", "saga_snapshot_lag_records"):
+    for line in expected:
         assert line in metrics, line
