@@ -175,6 +175,12 @@ class World:
     _client: Any = None
     _sends: list[asyncio.Future[Any]] = field(default_factory=list)
 
+    @property
+    def kafka_bootstrap(self) -> str:
+        """The scenario's Kafka brokers as host:port,host:port (its KAFKA_BROKER_URL)."""
+        url = self.env.get("KAFKA_BROKER_URL", KAFKA_URL)
+        return ",".join(f"{urlsplit(u).hostname}:{urlsplit(u).port}" for u in url.split(";"))
+
     async def __aenter__(self) -> World:
         require_stack()
         self.workers = [Worker(self.names, self.folder / f"data-{n}", name=f"w{n}",
@@ -196,9 +202,7 @@ class World:
             w.kill()
         # Its topics and snapshot schema: a one-node broker slows down with the thousands of
         # partitions earlier scenarios would leave.
-        url = self.env.get("KAFKA_BROKER_URL", KAFKA_URL)
-        await drop_run_leftovers(self.names.app_id, ",".join(
-            f"{urlsplit(u).hostname}:{urlsplit(u).port}" for u in url.split(";")))
+        await drop_run_leftovers(self.names.app_id, self.kafka_bootstrap)
         if not self.keep:
             shutil.rmtree(self.folder, ignore_errors=True)
         for tap in (self.lifecycle, self.dead):
@@ -301,8 +305,7 @@ class World:
 async def trace(world: World, scenario: str, saga_ids: list[str]) -> None:
     """Keep what Kafka and the lifecycle tap hold about sagas that did not end right, before
     the scenario's topics are deleted (chaos/trace.py)."""
-    url = world.env.get("KAFKA_BROKER_URL", KAFKA_URL)
-    bootstrap = ",".join(f"{urlsplit(u).hostname}:{urlsplit(u).port}" for u in url.split(";"))
+    bootstrap = world.kafka_bootstrap
     try:
         out = await trace_sagas(world.names.app_id, saga_ids, bootstrap, world.folder / "trace.txt")
         assert world.lifecycle is not None
