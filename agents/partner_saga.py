@@ -228,7 +228,8 @@ def _plan(event: EventT[bytes], batch: Batch) -> None:
         METRICS.inc("commands_total", type=cmd.type)
     if envelope.received_at is not None and ev.type != "DeadlineReached":
         # From the bridge's receipt (or the HTTP request) to the decision.
-        METRICS.observe_step(now - envelope.received_at)
+        produced = event.message.timestamp  # the record's CreateTime, in seconds
+        METRICS.observe_step(now - envelope.received_at, now - produced if produced else None)
 
 
 def _as_received(event: EventT[bytes], envelope: SagaEnvelope) -> tuple[bytes, str]:

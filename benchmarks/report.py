@@ -55,16 +55,16 @@ def quantiles(ordered: Sequence[float]) -> list[float]:
     return [percentile(ordered, i / 100) for i in range(101)]
 
 
-def step_buckets(metrics_text: str) -> list[tuple[float, float]]:
-    """The cumulative buckets of saga_step_latency_seconds (upper bound in s, count), in the
-    order /metrics lists them; +Inf as float('inf'). Raises when the histogram is missing."""
+def step_buckets(metrics_text: str, name: str = "saga_step_latency_seconds") -> list[tuple[float, float]]:
+    """The cumulative buckets of histogram `name` (upper bound in s, count), in the order
+    /metrics lists them; +Inf as float('inf'). Raises when the histogram is missing."""
     out = []
     for line in metrics_text.splitlines():
-        if line.startswith("saga_step_latency_seconds_bucket"):
+        if line.startswith(f"{name}_bucket"):
             le = line.split('le="')[1].split('"')[0]
             out.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
     if not out:
-        raise RuntimeError("the worker's /metrics has no saga_step_latency_seconds histogram")
+        raise RuntimeError(f"the worker's /metrics has no {name} histogram")
     return out
 
 

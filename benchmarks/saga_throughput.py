@@ -73,6 +73,8 @@ class Load:
     elapsed_s: float
     latencies: list[float]  # sorted, seconds
     buckets: list[tuple[float, float]]  # the step histogram over this load's steps, cumulative
+    #: the same steps' Kafka part (saga event produced -> decision), cumulative
+    wait_buckets: list[tuple[float, float]]
 
     @property
     def completed_per_s(self) -> float:
@@ -98,6 +100,9 @@ class Load:
             "step_buckets": [["+Inf" if le == float("inf") else le, n] for le, n in self.buckets],
             "step_p50_le_ms": _ms(self.step_quantile(0.5)) if steps else None,
             "step_p99_le_ms": _ms(self.step_quantile(0.99)) if steps else None,
+            "kafka_wait_buckets": [["+Inf" if le == float("inf") else le, n] for le, n in self.wait_buckets],
+            "kafka_wait_p50_le_ms": _ms(bucket_quantile(self.wait_buckets, 0.5)) if steps else None,
+            "kafka_wait_p99_le_ms": _ms(bucket_quantile(self.wait_buckets, 0.99)) if steps else None,
         }
 
 
@@ -158,18 +163,25 @@ class Bench:
     def __init__(self, worker: Worker, sims: Participants, lifecycle: Tap, within_s: float) -> None:
         self.worker, self.sims, self.lifecycle, self.within_s = worker, sims, lifecycle, within_s
 
-    async def _histogram(self) -> list[tuple[float, float]]:
+    async def _histograms(self) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
         _, metrics = await self.worker.get("/metrics")
-        return step_buckets(metrics)
+        return step_buckets(metrics), step_buckets(metrics, "saga_step_kafka_wait_seconds")
 
     async def run(self, role: str, sagas: int, rate: float | None) -> Load:
-        before = await self._histogram()
+        before = await self._histograms()
         published, elapsed, lat = await _load(self.sims, self.lifecycle, sagas, rate, self.within_s)
-        after = await self._histogram()
-        if [le for le, _ in before] != [le for le, _ in after]:
-            raise RuntimeError("the step histogram's buckets changed during the run")
-        buckets = [(le, a - b) for (le, a), (_, b) in zip(after, before, strict=True)]
-        return Load(role, rate, sagas, published, elapsed, lat, buckets)
+        after = await self._histograms()
+        steps, waits = (_difference(a, b) for a, b in zip(after, before, strict=True))
+        return Load(role, rate, sagas, published, elapsed, lat, steps, waits)
+
+
+Buckets = list[tuple[float, float]]
+
+
+def _difference(after: Buckets, before: Buckets) -> Buckets:
+    if [le for le, _ in before] != [le for le, _ in after]:
+        raise RuntimeError("a step histogram's buckets changed during the run")
+    return [(le, a - b) for (le, a), (_, b) in zip(after, before, strict=True)]
 
 
 def _print_load(load: Load, label: str) -> None:
@@ -193,6 +205,9 @@ def _print_steps(load: Load, target: bool) -> None:
         verdict = (f"  (target p99 <= {TARGET_STEP_P99_S * 1000:.0f} ms: "
                    f"{'met' if p99 <= TARGET_STEP_P99_S else 'NOT met'})")
     print(f"  step p50 <= {_fmt_s(p50)}, p99 <= {_fmt_s(p99)}{verdict}")
+    w50, w99 = bucket_quantile(load.wait_buckets, 0.5), bucket_quantile(load.wait_buckets, 0.99)
+    print(f"  of which saga event produced to Kafka -> decision (the agent's consumer, queue, batch): "
+          f"p50 <= {_fmt_s(w50)}, p99 <= {_fmt_s(w99)}")
 
 
 def _fmt_s(seconds: float) -> str:

@@ -99,6 +99,8 @@ class Metrics:
         self._hist = [0] * (len(_BUCKETS) + 1)
         self._hist_sum = 0.0
         self._hist_count = 0
+        self._wait = [0] * (len(_BUCKETS) + 1)
+        self._wait_sum = 0.0
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
@@ -108,13 +110,15 @@ class Metrics:
     def set(self, name: str, value: float) -> None:
         self.gauges[name] = value
 
-    def observe_step(self, seconds: float) -> None:
-        i = 0
-        while i < len(_BUCKETS) and seconds > _BUCKETS[i]:
-            i += 1
-        self._hist[i] += 1
+    def observe_step(self, seconds: float, kafka_wait: float | None = None) -> None:
+        """A step's latency; `kafka_wait`, the part from the saga event's produce to Kafka
+        (its record's timestamp) to the decision: the saga agent's consumer, queue and batch."""
+        self._hist[_bucket(seconds)] += 1
         self._hist_sum += seconds
         self._hist_count += 1
+        if kafka_wait is not None:
+            self._wait[_bucket(kafka_wait)] += 1
+            self._wait_sum += kafka_wait
 
     def render(self) -> str:
         return generate_latest(self.registry).decode()
@@ -135,14 +139,31 @@ class _Collector(Collector):
         yield from families.values()
         for name, gauge in sorted(self.m.gauges.items()):
             yield GaugeMetricFamily(f"saga_{name}", HELP.get(name, name), value=gauge)
-        acc, buckets = 0, []
-        for le, n in zip((*map(str, _BUCKETS), "+Inf"), self.m._hist, strict=True):
-            acc += n
-            buckets.append((le, acc))
         yield HistogramMetricFamily("saga_step_latency_seconds",
                                     "From a participant's message (or HTTP request) reaching the "
                                     "orchestrator to the saga's decision on it.",
-                                    buckets=buckets, sum_value=self.m._hist_sum)
+                                    buckets=_cumulative(self.m._hist), sum_value=self.m._hist_sum)
+        yield HistogramMetricFamily("saga_step_kafka_wait_seconds",
+                                    "The part of a step from its saga event's produce to Kafka (the "
+                                    "record's timestamp) to the saga's decision: the saga agent's "
+                                    "consumer, queue and batch; the rest is the bridge's (and the "
+                                    "partner index's) share.",
+                                    buckets=_cumulative(self.m._wait), sum_value=self.m._wait_sum)
+
+
+def _bucket(seconds: float) -> int:
+    i = 0
+    while i < len(_BUCKETS) and seconds > _BUCKETS[i]:
+        i += 1
+    return i
+
+
+def _cumulative(counts: list[int]) -> list[tuple[str, float]]:
+    acc, buckets = 0, []
+    for le, n in zip((*map(str, _BUCKETS), "+Inf"), counts, strict=True):
+        acc += n
+        buckets.append((le, float(acc)))
+    return buckets
 
 
 METRICS = Metrics()
