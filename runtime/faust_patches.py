@@ -79,6 +79,7 @@ from typing import Any, ClassVar, cast
 
 import faust
 from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 from faust.transport.consumer import ensure_TP
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message, ProducerT, StreamT
@@ -286,16 +287,29 @@ class _Consumer(faust_aiokafka.Consumer):
     async def perform_seek(self) -> None:
         """Faust's seek to the committed offsets, and, for each stream partition with none
         (or 0) committed, to its beginning (see the module docstring)."""
-        committed = await self.seek_to_committed()
+        try:
+            committed = await self.seek_to_committed()
+        except IllegalStateError as exc:  # revoked while sought: the rebalance's end seeks again
+            log.info("a rebalance took partitions while they were sought: %s", exc)
+            return
+        # Still assigned: a rebalance may have begun since (this runs while the flow is
+        # stopped, every second); its end seeks what it assigns.
+        assigned = {ensure_TP(tp) for tp in self.assignment()}
         uncommitted = [tp for tp, offset in committed.items()
-                       if not offset and not self._is_changelog_tp(tp)]
+                       if not offset and not self._is_changelog_tp(tp) and ensure_TP(tp) in assigned]
         starts: dict[Any, int] = {}
         if uncommitted:
-            # The assignment's own partitions: aiokafka TopicPartitions, as it requires.
-            await self._thread.seek_to_beginning(*uncommitted)
-            starts = dict(await self.earliest_offsets(*uncommitted))
+            try:
+                # The assignment's own partitions: aiokafka TopicPartitions, as it requires.
+                await self._thread.seek_to_beginning(*uncommitted)
+                starts = dict(await self.earliest_offsets(*uncommitted))
+            except IllegalStateError as exc:
+                # Revoked between the two calls (the consumer's thread runs the rebalance):
+                # not ours to seek any more. Raising would crash the fetcher, and the worker.
+                log.info("a rebalance took partitions while they were sought: %s", exc)
+                uncommitted, starts = [], {}
             topics = frozenset(tp.topic for tp in uncommitted)
-            if topics != self._told:  # it runs every second while the flow is stopped
+            if topics and topics != self._told:  # it runs every second while the flow is stopped
                 self._told = topics
                 log.info("nothing committed yet on some partitions of %s: reading them from the beginning",
                          ", ".join(sorted(topics)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -335,3 +336,43 @@ async def test_a_partition_that_moves_or_is_read_to_its_end_is_left_alone() -> N
     done.reread_stalled(now=100.0 + REREAD_AFTER_S)
     await asyncio.sleep(0.01)
     assert consumer.sought == [] and done.sought == []
+
+
+def _seeking(committed: dict[Any, int], assigned: set[Any],  # type: ignore[no-untyped-def]
+             revoke_on_seek: bool = False):
+    from aiokafka.errors import IllegalStateError
+
+    consumer, _ = _consumer(committed=None, acked=[])
+    consumer._read_offset = {}
+    consumer.sought_to_beginning = []
+
+    async def seek_to_committed() -> dict[Any, int]:
+        return dict(committed)
+
+    async def seek_to_beginning(*tps: Any) -> None:
+        if revoke_on_seek:  # a rebalance took them while the consumer's thread was busy
+            raise IllegalStateError(f"Partitions {set(tps)} are not assigned")
+        consumer.sought_to_beginning.extend(tps)
+
+    async def earliest_offsets(*tps: Any) -> dict[Any, int]:
+        return {t: 0 for t in tps}
+
+    consumer.seek_to_committed = seek_to_committed
+    consumer._thread = SimpleNamespace(seek_to_beginning=seek_to_beginning)
+    consumer.earliest_offsets = earliest_offsets
+    consumer.assignment = lambda: set(assigned)
+    consumer._is_changelog_tp = lambda tp: False
+    return consumer
+
+
+async def test_a_partition_revoked_before_its_seek_is_not_sought() -> None:
+    # The docker test's three workers starting at once: perform_seek ran while a new
+    # rebalance took partitions; seeking them raised IllegalStateError in the fetcher, which
+    # crashed the worker again and again.
+    kept, gone = TP("events", 0), TP("events", 1)
+    consumer = _seeking({kept: 0, gone: 0}, assigned={kept})
+    await consumer.perform_seek()
+    assert consumer.sought_to_beginning == [kept]
+    revoked = _seeking({kept: 0}, assigned={kept}, revoke_on_seek=True)
+    await revoked.perform_seek()  # taken between the assignment read and the seek: no raise
+    assert revoked._read_offset == {kept: 0} and revoked.sought_to_beginning == []
