@@ -7,7 +7,15 @@
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 ARG UV_VERSION=0.13.9
-ENV PYTHONUNBUFFERED=1 \
+# The release and commit (stack/deploy.sh passes pyproject.toml's version and git's commit):
+# the image's labels, and BUILD_COMMIT for /health and saga_build_info.
+ARG VERSION=unknown
+ARG COMMIT=unknown
+LABEL org.opencontainers.image.title="saga-orchestrator" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${COMMIT}"
+ENV BUILD_COMMIT=${COMMIT} \
+    PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     UV_PROJECT_ENVIRONMENT=/opt/venv \
     UV_PYTHON_DOWNLOADS=never \

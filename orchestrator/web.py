@@ -17,6 +17,7 @@ from faust.web import Request, Response, View
 from faust.web.exceptions import ServiceUnavailable
 from pydantic import ConfigDict, Field, ValidationError
 
+from common.version import commit, version
 from domain import ids
 from domain.lifecycle import Tombstone
 from domain.messages import PartnerData, StartSaga
@@ -222,7 +223,8 @@ def _public_state(state: dict[str, Any]) -> dict[str, Any]:
 @page("/health", role=None)
 class HealthView(View):
     async def get(self, request: Request) -> Response:
-        return self.json({"status": "ok", "service": "saga-orchestrator"})
+        return self.json({"status": "ok", "service": "saga-orchestrator", "version": version(),
+                          "commit": commit()})
 
 
 @page("/metrics", role=None)

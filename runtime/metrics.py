@@ -11,12 +11,17 @@ Names follow Prometheus' conventions: a `saga_` prefix, `_total` counters, base 
 
 from __future__ import annotations
 
+import platform
 from collections import Counter
 from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from common.version import commit, version
 
 __all__ = ["HELP", "METRICS", "Metrics", "reason_class"]
 
@@ -73,6 +78,13 @@ HELP = {
     "alpes_calls_given_up_total": "Calls to the Alpes services given up after their retry budget, by call "
                                   "(http, pulsar, lookup); the saga's own deadline takes over.",
 }
+
+
+def _faust_version() -> str:
+    try:
+        return package_version("faust-streaming")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def reason_class(reason: str) -> str:
@@ -137,6 +149,11 @@ class _Collector(Collector):
                                                            labels=[k for k, _ in labels])
             fam.add_metric([v for _, v in labels], value)
         yield from families.values()
+        build = GaugeMetricFamily("saga_build_info", "The release running (always 1): its version, the "
+                                  "commit built, Python's and faust-streaming's versions.",
+                                  labels=["version", "commit", "python", "faust"])
+        build.add_metric([version(), commit(), platform.python_version(), _faust_version()], 1)
+        yield build
         for name, gauge in sorted(self.m.gauges.items()):
             yield GaugeMetricFamily(f"saga_{name}", HELP.get(name, name), value=gauge)
         yield HistogramMetricFamily("saga_step_latency_seconds",

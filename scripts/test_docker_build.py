@@ -77,6 +77,23 @@ def compose_env(workers: int) -> dict[str, str]:
     return env
 
 
+def release_mismatch(env: dict[str, str], urls: list[str]) -> str | None:
+    """The image's version label and every worker's /health must name pyproject.toml's
+    version; None when they do."""
+    want = next(line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines()
+                if line.startswith("version = "))
+    image = env.get("ORCHESTRATOR_IMAGE", "saga-orchestrator:latest")
+    label = out("docker", "image", "inspect", "-f",
+                '{{ index .Config.Labels "org.opencontainers.image.version" }}', image).strip()
+    if label != want:
+        return f"image {image} is labelled version {label!r}, pyproject.toml says {want!r}"
+    for url in urls:
+        status, health = saga.Workers([url]).request("GET", "/health")
+        if status != 200 or not isinstance(health, dict) or health.get("version") != want:
+            return f"{url}/health answered {status} {health!r}, expected version {want!r}"
+    return None
+
+
 def worker_urls(env: dict[str, str]) -> dict[str, str]:
     """container name -> http://127.0.0.1:PORT of each running orchestrator container."""
     lines = out(str(ROOT / "stack/deploy.sh"), "workers", PROJECT, env=env).split("\n")
@@ -130,6 +147,10 @@ def main() -> int:
         if len(urls) != args.workers:
             print(f"test_docker_build: {len(urls)} orchestrator containers answer, expected {args.workers}")
             return 2
+        wrong = release_mismatch(env, list(urls.values()))
+        if wrong:
+            print(f"test_docker_build: {wrong}")
+            return 1
         victim = sorted(urls)[1]
         workers = saga.Workers(list(urls.values()), token=TOKEN)
         not_ready = [] if args.early else workers.wait_all_ready(180)

@@ -22,6 +22,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 COMPOSE=("$ROOT/stack/docker.sh" compose)
+# The release an image is built from: its labels (org.opencontainers.image.version and
+# .revision), and the commit /health and saga_build_info show.
+export SAGA_VERSION="${SAGA_VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)}"
+export SAGA_COMMIT="${SAGA_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}"
 PROJECT="${COMPOSE_PROJECT:-saga-orchestrator}"
 WAIT_SECONDS="${WAIT_SECONDS:-180}"
 

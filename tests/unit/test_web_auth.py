@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from faust.exceptions import SameNode
 
+from common.version import commit, version
 from orchestrator import auth, web_ops
 from orchestrator import web as views
 from orchestrator.auth import OPERATE, READ, START, Authority
@@ -145,6 +146,7 @@ async def test_a_start_token_cannot_read(client: TestClient[Any, Any]) -> None:
 
 async def test_probes_stay_open(client: TestClient[Any, Any]) -> None:
     r = await client.get("/health")
-    assert r.status == 200 and await r.json() == {"status": "ok", "service": "saga-orchestrator"}
+    assert r.status == 200 and await r.json() == {"status": "ok", "service": "saga-orchestrator",
+                                                  "version": version(), "commit": commit()}
     r = await client.get("/metrics")
-    assert r.status == 200 and "saga_" in await r.text()
+    assert r.status == 200 and f'saga_build_info{{commit="{commit()}",faust=' in await r.text()
