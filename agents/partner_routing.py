@@ -16,7 +16,6 @@ created partner's HTTP answer, naming its saga, settles it as well.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from tables.writer import Batch, TableWriter, WriteFailed
 from wire.cloudevents import Inbound
 from wire.internal import PartnerRouted, RoutingNote, SagaEnvelope
 from wire.routing import email_key, saga_for
+from wire.stored import INDEXED_SAGA, PARKED, IndexedSaga, ParkedEvents
 
 __all__ = ["PARK_LIMIT", "route_batch", "route_partner_events"]
 
@@ -110,6 +110,14 @@ class _Here:
     def put(self, key: str, value: bytes | None) -> None:
         self.batch.put(TABLE, self.partition, key.encode(), value)
 
+    def saga(self, key: str) -> str | None:
+        """The saga a partner (or an email claim) is known to be, if it is (not parked)."""
+        raw = self.get(key)
+        return None if raw is None else INDEXED_SAGA.load(raw).saga_id
+
+    def put_saga(self, key: str, saga_id: str) -> None:
+        self.put(key, INDEXED_SAGA.dump(IndexedSaga(saga_id=saga_id)))
+
 
 def _original(value: bytes) -> bytes:
     """The participant's message as received, when the routing message carries it."""
@@ -134,7 +142,7 @@ def _route(event: EventT[bytes], batch: Batch) -> None:
     if known_raw is not None and known_raw.startswith(PENDING):
         _pending(msg, known_raw, here)
         return
-    known = known_raw.decode() if known_raw is not None else None
+    known = INDEXED_SAGA.load(known_raw).saga_id if known_raw is not None else None
     if msg.type == "ForgetPartner":
         # A retention message of an earlier version: the entry stays now, so that a later
         # PartnerCreated for the partner finds its retained saga's tombstone (a duplicate).
@@ -171,14 +179,14 @@ def _park(partner_id: str, parked: list[PartnerRouted], here: _Here, *, lookup: 
     if lookup:
         here.batch.then(partial(PORTS.partners.lookup, partner_id))  # once the entry is durable
         since = now
-    value = {"since": since or now, "parked": [m.model_dump(mode="json") for m in parked]}
-    here.put(partner_id, PENDING + json.dumps(value).encode())
+    value = ParkedEvents(since=since or now, parked=[m.model_dump(mode="json") for m in parked])
+    here.put(partner_id, PENDING + PARKED.dump(value))
     METRICS.inc("partners_parked_total" if len(parked) == 1 else "events_parked_total")
 
 
 def _parked(raw: bytes) -> tuple[float, list[PartnerRouted]]:
-    value = json.loads(raw[len(PENDING):])
-    return float(value["since"]), [PartnerRouted.model_validate(m) for m in value["parked"]]
+    value = PARKED.load(raw[len(PENDING):])
+    return value.since, [PartnerRouted.model_validate(m) for m in value.parked]
 
 
 def _pending(msg: PartnerRouted, raw: bytes, here: _Here) -> None:
@@ -200,7 +208,7 @@ def _pending(msg: PartnerRouted, raw: bytes, here: _Here) -> None:
 def _settle(partner_id: str, saga_id: str, events: list[PartnerRouted], here: _Here,
             partner: dict[str, Any] | None = None) -> None:
     """The partner is saga `saga_id`'s: register it, and send its events there in order."""
-    here.put(partner_id, saga_id.encode())
+    here.put_saga(partner_id, saga_id)
     for m in events:
         fields = m.fields
         if m.type == "PartnerCreated" and partner and not fields.get("partner"):
@@ -220,7 +228,7 @@ def _forward(msg: PartnerRouted, saga_id: str, here: _Here, *, register: bool = 
                        origin=msg.origin, message_id=msg.event_id)
         return
     if register:
-        here.put(msg.partner_id, saga_id.encode())
+        here.put_saga(msg.partner_id, saga_id)
     METRICS.inc("routed_total", type=msg.type)
     here.batch.send(saga_events.get_topic_name(), saga_id.encode(), envelope.model_dump_json().encode())
 
@@ -233,15 +241,13 @@ def _note(event: EventT[bytes], here: _Here) -> None:
                        origin=partner_routing.get_topic_name())
         return
     if note.note == "claim-email" and note.email and note.saga_id:
-        here.put(email_key(note.email), note.saga_id.encode())
+        here.put_saga(email_key(note.email), note.saga_id)
     elif note.note == "forget-email" and note.email:
-        claimed = here.get(email_key(note.email))
-        if claimed is not None and claimed.decode() == note.saga_id:
+        if here.saga(email_key(note.email)) == note.saga_id:
             here.put(email_key(note.email), None)
     elif note.note == "looked-up" and note.email and note.partner_id:
         # Whose partner: the saga that claimed its email, else a saga of its own.
-        claimed = here.get(email_key(note.email))
-        saga_id = claimed.decode() if claimed is not None else ids.saga_id_for_partner(note.partner_id)
+        saga_id = here.saga(email_key(note.email)) or ids.saga_id_for_partner(note.partner_id)
         settled = note.model_copy(update={"note": "claimed", "saga_id": saga_id})
         here.batch.send(partner_routing.get_topic_name(), note.partner_id.encode(),
                         settled.model_dump_json().encode())

@@ -48,6 +48,7 @@ from tables.partner_saga import DEADLINES, WRITER, sagas
 from tables.writer import Batch, TableWriter, WriteFailed
 from wire.internal import ForgetSaga, OutboxEntry, PartnerRouted, RoutingNote, SagaEnvelope
 from wire.routing import email_key
+from wire.stored import OUTBOX, SAGA_STATE, TOMBSTONE
 
 __all__ = ["DEFINITION", "DEFINITIONS", "StoreFailed", "handle_batch", "run_sagas"]
 
@@ -75,7 +76,7 @@ class DecodedStates:
         known = self._states.get(key)
         if known is not None and known[0] == raw:
             return known[1]
-        state = SagaState.model_validate_json(raw)
+        state = SAGA_STATE.load(raw)
         self.keep(key, raw, state)
         return state
 
@@ -184,7 +185,7 @@ def _plan(event: EventT[bytes], batch: Batch) -> None:
     new = decision.state
     assert new is not None
     if decision.changed:
-        stored: bytes | None = new.model_dump_json().encode()
+        stored: bytes | None = SAGA_STATE.dump(new)
         old_deadline = state.deadline if state else None
     elif decision.outcome == "duplicate" and raw_state is not None:
         # A replay after a crash: the local store may hold a state whose changelog record
@@ -219,7 +220,7 @@ def _plan(event: EventT[bytes], batch: Batch) -> None:
             batch.then(partial(DEADLINES.finished, partition, saga_id, new.updated_at))
         DECODED.keep(key, stored, new)
     if commands:
-        batch.send(outbox.get_topic_name(), key, OutboxEntry(commands=commands).model_dump_json().encode(),
+        batch.send(outbox.get_topic_name(), key, OUTBOX.dump(OutboxEntry(commands=commands)),
                    partition=partition)
     for t in decision.transitions:
         if t.from_status != t.to_status:  # an erasure is in the history, but changes no status
@@ -281,7 +282,7 @@ def _forget(event: EventT[bytes], batch: Batch) -> None:
         if not retainable(state) or state.version != version:
             continue  # changed since, or waits for a person: its new expiry entry decides
         batch.then(partial(DEADLINES.forget, partition, saga_id, state.updated_at))
-        batch.put(SAGAS, partition, key, bury(state, now).model_dump_json().encode())
+        batch.put(SAGAS, partition, key, TOMBSTONE.dump(bury(state, now)))
         METRICS.inc("sagas_expired_total")
         _forget_email(state, now, batch)
 
@@ -303,7 +304,7 @@ def _at_tombstone(event: EventT[bytes], envelope: SagaEnvelope, raw: bytes, batc
     """An event for a retained saga (domain.lifecycle.on_tombstone): passed on to the
     business key's newer saga, opening that saga (a start after the dedupe horizon), or
     dead-lettered as a duplicate of the finished saga, with the reason."""
-    tomb = Tombstone.model_validate_json(raw)
+    tomb = TOMBSTONE.load(raw)
     ev = envelope.event
     verdict = on_tombstone(tomb, ev, time.time(), cfg.saga_dedupe_horizon_s, by_key=envelope.by_partner)
     METRICS.inc("events_at_tombstone_total", type=ev.type, verdict=verdict.kind)
@@ -314,7 +315,7 @@ def _at_tombstone(event: EventT[bytes], envelope: SagaEnvelope, raw: bytes, batc
     assert verdict.saga_id is not None
     if verdict.tombstone is not None:  # it opens the key's next saga: point the tombstone to it
         batch.put(SAGAS, event.message.partition, tomb.saga_id.encode(),
-                  verdict.tombstone.model_dump_json().encode())
+                  TOMBSTONE.dump(verdict.tombstone))
         log.info("saga %s: %s, saga %s", tomb.saga_id, verdict.reason, verdict.saga_id)
     moved = envelope.model_copy(update={
         "event": ev.model_copy(update={"saga_id": verdict.saga_id}),

@@ -39,7 +39,7 @@ from runtime.app import app, cfg
 from runtime.metrics import METRICS
 from runtime.settings import Settings
 from streams.partner_saga import outbox
-from wire.internal import OutboxEntry
+from wire.stored import OUTBOX
 
 __all__ = ["BATCH", "OutboxBridge", "forward_outbox"]
 
@@ -139,7 +139,7 @@ class OutboxBridge:
         for tp, batch in records.items():
             for record in batch:
                 try:
-                    commands = OutboxEntry.read(record.value).commands
+                    commands = OUTBOX.load(record.value).commands
                     items = self.outbound.encode(commands)
                 except (ValidationError, ValueError, KeyError) as exc:
                     # Not a record any version of the saga agent wrote: kept, with why.

@@ -31,6 +31,7 @@ from runtime.metrics import METRICS
 from streams.partner_saga import saga_events
 from tables.partner_saga import sagas
 from wire.internal import SagaEnvelope
+from wire.stored import SAGA_STATE, TOMBSTONE
 
 __all__ = ["MAX_BODY_BYTES", "BadRequest", "HealthView", "MetricsView", "SagaStatusView",
            "StartPartnerCreation", "read_body"]
@@ -187,13 +188,13 @@ class SagaStatusView(View):
             return _error(self, 503, "partition is being recovered; retry shortly", saga_id=saga_id)
         if raw is None or Tombstone.is_one(raw):
             return await self._from_snapshot(saga_id, raw)
-        state = json.loads(raw)
+        state = SAGA_STATE.load(raw).model_dump(mode="json")  # of any stored version
         return self.json({**_public_state(state), "source": "live"})
 
     async def _from_snapshot(self, saga_id: str, tombstone: bytes | None) -> Response:
         """A saga retention removed from the table answers from its final snapshot, or, with
         PostgreSQL unreachable, from the tombstone the table keeps (ids and end status)."""
-        kept = json.loads(tombstone) if tombstone is not None else None
+        kept = TOMBSTONE.load(tombstone).model_dump(mode="json") if tombstone is not None else None
         try:
             state = await STORE.get(saga_id)
         except StoreUnavailable:
@@ -213,6 +214,7 @@ class SagaStatusView(View):
 def _public_state(state: dict[str, Any]) -> dict[str, Any]:
     """A saga's state as the API shows it: the events it remembers for deduplication are
     left out, the commands they produced (the last ones it sent) are listed."""
+    state.pop("sv", None)  # a snapshot's stored schema version: not the API's
     applied = state.pop("applied", None) or []
     state["commands"] = [{"event_id": a.get("event_id"), **{k: c.get(k) for k in
                           ("command_id", "type", "destination", "attempt")}}

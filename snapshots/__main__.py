@@ -30,13 +30,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from domain.lifecycle import Tombstone
-from domain.state import SagaState
 from runtime.errors import SnapshotError
 from runtime.metrics import METRICS
 from runtime.settings import ConfigError, Settings, load_settings
 from runtime.topics import ensure_topics
 from snapshots.mirror import ChangelogBatch, ChangelogMirror, sagas_changelog
 from snapshots.store import store_from_settings
+from wire.stored import INDEXED_SAGA, SAGA_STATE, TOMBSTONE, IndexedSaga
 
 
 async def rebuild(cfg: Settings) -> int:
@@ -98,7 +98,8 @@ async def restore(cfg: Settings) -> int:
                 # Kept for a retained saga too: a later PartnerCreated for the partner finds
                 # its tombstone (a duplicate of it).
                 await producer.send(f"{cfg.app_id}-partner-sagas-changelog",
-                                    key=partner_id.encode(), value=key)
+                                    key=partner_id.encode(),
+                                    value=INDEXED_SAGA.dump(IndexedSaga(saga_id=saga_id)))
         await producer.flush()
         return len(states)
     finally:
@@ -112,8 +113,8 @@ def _table_entry(snapshot: dict[str, Any], now: float) -> tuple[str, str | None,
     the row's version (a pruned saga the live tables never retained: one above its last
     state's, as domain.lifecycle.bury does), so it answers as one and never runs again."""
     if not snapshot.get("tombstone"):
-        state = SagaState.model_validate(snapshot)
-        return state.saga_id, state.partner_id, state.model_dump_json().encode()
+        state = SAGA_STATE.load_doc(snapshot)  # of any stored version
+        return state.saga_id, state.partner_id, SAGA_STATE.dump(state)
     retained = snapshot.get("retained_at")
     tomb = Tombstone(
         saga_id=snapshot["saga_id"], version=int(snapshot["version"]) + (0 if retained else 1),
@@ -125,7 +126,7 @@ def _table_entry(snapshot: dict[str, Any], now: float) -> tuple[str, str | None,
         ended_at=float(snapshot.get("ended_at") or snapshot["updated_at"]),
         retained_at=float(retained or snapshot.get("pruned_at") or now), reason=snapshot.get("reason"),
         current=snapshot.get("current"), left_behind=tuple(snapshot.get("left_behind") or ()))
-    return tomb.saga_id, tomb.partner_id, tomb.model_dump_json().encode()
+    return tomb.saga_id, tomb.partner_id, TOMBSTONE.dump(tomb)
 
 
 #: How often `mirror --report` prints its counters.

@@ -34,6 +34,7 @@ from runtime.errors import BadQuery, StoreUnavailable
 from runtime.metrics import METRICS
 from runtime.settings import Settings
 from snapshots.store import SnapshotStore
+from wire.stored import SAGA_STATE, TOMBSTONE, Form, schema_of
 
 __all__ = ["ChangelogBatch", "ChangelogMirror", "sagas_changelog"]
 
@@ -74,14 +75,26 @@ class ChangelogBatch:
                 continue  # a deletion: an earlier version's retention; nothing to write
             key = r.key.decode()
             if Tombstone.is_one(r.value):
-                b.tombstones[key] = r.value
+                b.tombstones[key] = _current(TOMBSTONE, r.value)
             else:
-                b.newest[key] = r.value
-                b.keyed.append((key, r.value))
+                value = _current(SAGA_STATE, r.value)
+                b.newest[key] = value
+                b.keyed.append((key, value))
         return b
 
     async def write(self, store: SnapshotStore) -> None:
         await store.upsert_json(self.newest, self.every, self.tombstones)
+
+
+def _current(form: Form[Any], raw: bytes) -> bytes:
+    """A record of an older schema version in the current one (the snapshot row holds that);
+    one that does not read is left as it is, for PostgreSQL to refuse with its reason."""
+    if schema_of(raw) >= form.version:
+        return raw
+    try:
+        return form.upgrade(raw)
+    except ValueError:
+        return raw
 
 
 class ChangelogMirror:

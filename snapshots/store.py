@@ -145,6 +145,12 @@ MIGRATIONS: list[str] = [
                  ELSE '{{}}'::jsonb END
     $$;
     """,
+    # 5: the stored state's schema version (wire/stored.py; 1 for a state written before
+    # release 0.3.0, which carries none), for a query of what an upgrade still has to read.
+    """
+    ALTER TABLE saga_snapshots ADD COLUMN IF NOT EXISTS schema_version integer
+        GENERATED ALWAYS AS (coalesce((state->>'sv')::int, 1)) STORED;
+    """,
 ]
 
 # Both statements take the batch as one JSON array of saga states, as the changelog holds

@@ -36,14 +36,19 @@ from rocksdict import BlockBasedOptions, Cache, Options, Rdict
 
 from domain.lifecycle import RETAINABLE
 from domain.state import Deadline
+from wire.stored import stamp
 
-__all__ = ["WINDOW_S", "DeadlineIndex", "deadline_event_fields", "due_in_db", "index_key",
+__all__ = ["INDEX_VERSION", "WINDOW_S", "DeadlineIndex", "deadline_event_fields", "due_in_db", "index_key",
            "retention_key"]
 
 log = logging.getLogger(__name__)
 
 WINDOW_S = 1.0
 _BUILT = b"~built"  # sorts after every window key: a scan never reaches it
+#: The index's schema version, the value of its `~built` marker (1 until release 0.3.0, whose
+#: entries carry it too). An index built by another version is built again from the states:
+#: it is derived, so an upgrade rebuilds it rather than upcasting its entries.
+INDEX_VERSION = 2
 
 
 class _Stored(BaseModel):
@@ -78,7 +83,8 @@ def index_key(saga_id: str, d: Deadline) -> bytes:
 
 
 def deadline_event_fields(saga_id: str, d: Deadline) -> bytes:
-    return json.dumps({"saga_id": saga_id, **d.model_dump(mode="json")}).encode()
+    fields = {"saga_id": saga_id, **d.model_dump(mode="json")}
+    return stamp(json.dumps(fields, separators=(",", ":")).encode(), INDEX_VERSION)
 
 
 def due_in_db(db: Any, now: float, skip: Container[bytes] = (),
@@ -157,7 +163,13 @@ class DeadlineIndex:
         if db is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             db = self._dbs[partition] = Rdict(str(self.folder / f"{partition}.db"), _options())
-            if db.get(_BUILT) is None:
+            built = db.get(_BUILT)
+            if built != b"%d" % INDEX_VERSION:
+                if built is not None:
+                    log.info("deadline index: partition %d was built by index version %s, this is %d: "
+                             "building it again", partition, built.decode(errors="replace"), INDEX_VERSION)
+                for key in list(db.keys()):  # an older version's entries (none in a new index)
+                    del db[key]
                 self._build(partition, db)
         return db
 
@@ -166,7 +178,7 @@ class DeadlineIndex:
         n = 0
         for key, value in self._states(partition).items():
             n += self._index_state(partition, db, key, value)
-        db[_BUILT] = b"1"
+        db[_BUILT] = b"%d" % INDEX_VERSION
         if n:
             log.info("deadline index: partition %d built from %d stored states", partition, n)
 

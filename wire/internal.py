@@ -40,15 +40,6 @@ class OutboxEntry(BaseModel):
 
     commands: tuple[Command, ...]
 
-    @classmethod
-    def read(cls, value: bytes) -> OutboxEntry:
-        """An outbox record of any version: this one, or one command alone (the outbox of the
-        versions before dcd47dd, whose records a deployment may still hold). Raises
-        ValueError (pydantic's ValidationError) for anything else."""
-        if value.startswith(b'{"commands":'):
-            return cls.model_validate_json(value)
-        return cls(commands=(Command.model_validate_json(value),))
-
 
 class PartnerRouted(BaseModel):
     """A participant event keyed by partner id, on its way to the partner -> saga index."""

@@ -18,6 +18,7 @@ from domain.messages import Command, Destination
 from runtime.app import cfg
 from streams.partner_saga import outbox
 from wire.internal import OutboxEntry
+from wire.stored import OUTBOX, UnknownSchema
 
 
 def _command(saga: str, n: int) -> Command:
@@ -80,12 +81,16 @@ class Consumer:
 
 def test_an_outbox_record_of_any_version_is_read() -> None:
     one, two = _command("s", 1), _command("s", 2)
-    entry = OutboxEntry(commands=(one, two)).model_dump_json().encode()
-    assert OutboxEntry.read(entry).commands == (one, two)
-    # The outbox of the versions before dcd47dd: one command per record.
-    assert OutboxEntry.read(one.model_dump_json().encode()).commands == (one,)
+    entry = OUTBOX.dump(OutboxEntry(commands=(one, two)))
+    assert entry.endswith(b',"sv":2}')
+    assert OUTBOX.load(entry).commands == (one, two)
+    # Version 1: the same object without its version, and before dcd47dd one command per record.
+    assert OUTBOX.load(OutboxEntry(commands=(one, two)).model_dump_json().encode()).commands == (one, two)
+    assert OUTBOX.load(one.model_dump_json().encode()).commands == (one,)
     with pytest.raises(ValueError):
-        OutboxEntry.read(b'{"commands": "no"}')
+        OUTBOX.load(b'{"commands": "no"}')
+    with pytest.raises(UnknownSchema, match="schema version 3"):
+        OUTBOX.load(entry.replace(b'"sv":2', b'"sv":3'))
 
 
 async def test_a_batch_is_committed_only_once_every_command_is_sent() -> None:

@@ -28,7 +28,9 @@ PARTNER = {"nombre": "Ana Pérez", "email": "ana.perez@example.com", "telefono":
 def _state(saga_id: str) -> dict[str, Any]:
     return {"saga_id": saga_id, "status": "compensation_failed", "origin": "http", "correlation_id": "c-1",
             "partner": dict(PARTNER), "reason": "no partner with email ana.perez@example.com", "version": 3,
+            "created_at": 1.0, "updated_at": 2.0,
             "applied": [{"event_id": "e-1", "commands": [{"command_id": "k-1", "type": "CreatePartner",
+                                                          "saga_id": saga_id, "correlation_id": "c-1",
                                                           "destination": "integraciones", "attempt": 1,
                                                           "data": dict(PARTNER)}]}]}
 
@@ -61,7 +63,9 @@ class Table:
         if saga_id == "live":
             return json.dumps(_state("live")).encode()
         if saga_id == "tomb":
-            return json.dumps({"tombstone": True, "saga_id": "tomb", "status": "completed"},
+            return json.dumps({"tombstone": True, "saga_id": "tomb", "status": "completed", "version": 4,
+                               "flow": "partner-creation", "origin": "http", "correlation_id": "c-2",
+                               "business_key": "c-2", "created_at": 1.0, "ended_at": 2.0, "retained_at": 3.0},
                               separators=(",", ":")).encode()
         return None
 
