@@ -53,8 +53,8 @@ from wire.stored import OUTBOX, SAGA_STATE, TOMBSTONE
 __all__ = ["DEFINITION", "DEFINITIONS", "StoreFailed", "handle_batch", "run_sagas"]
 
 log = logging.getLogger(__name__)
-DEFINITION = definition_from(cfg)  # the flow of new sagas
-DEFINITIONS = definitions_from(cfg)  # a saga keeps the flow it started with
+DEFINITIONS = definitions_from(cfg)  # a saga keeps the flow and version it started with
+DEFINITION = definition_from(cfg, DEFINITIONS)  # new sagas: the newest version of the profile's flow
 SAGAS = sagas.name
 
 
@@ -171,7 +171,8 @@ def _plan(event: EventT[bytes], batch: Batch) -> None:
         return
     state = DECODED.decode(key, raw_state) if raw_state is not None else None
     now = time.time()
-    defn = DEFINITION if state is None else DEFINITIONS.get(state.flow, DEFINITION)
+    # A flow version not deployed raises UnknownDefinition: the event is dead-lettered with why.
+    defn = DEFINITION if state is None else DEFINITIONS.of(state)
     decision = decide(state, ev, now, defn, generation=envelope.generation or 1)
     METRICS.inc("events_total", type=ev.type, outcome=decision.outcome)
     if decision.outcome == "rejected" and envelope.by_partner and state is None:

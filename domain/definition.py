@@ -12,15 +12,15 @@ An undo that fails is retried with backoff, and if it still fails the saga ends 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from domain.messages import Destination
 from domain.state import SagaState, SagaStatus
 
-__all__ = ["ALPES_PARTNER", "PARTNER_CREATION", "Action", "RetryPolicy", "SagaDefinition", "Step",
-           "alpes_partner", "definitions", "partner_creation"]
+__all__ = ["ALPES_PARTNER", "PARTNER_CREATION", "Action", "Definitions", "RetryPolicy", "SagaDefinition",
+           "Step", "UnknownDefinition", "alpes_partner", "definitions", "partner_creation"]
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,13 @@ class Step:
 
 @dataclass(frozen=True)
 class SagaDefinition:
+    """A flow (`name`) at one `version`. A saga records both when it starts
+    (`SagaState.flow`, `SagaState.flow_version`) and runs under that version to its end; new
+    sagas take the flow's newest version (`Definitions`)."""
+
     name: str
     steps: tuple[Step, ...]
+    version: int = 1
 
     @property
     def statuses(self) -> tuple[str, ...]:
@@ -212,4 +217,48 @@ ALPES_PARTNER = alpes_partner()
 def definitions(policies: Mapping[str, RetryPolicy] | None = None) -> dict[str, SagaDefinition]:
     """Every definition by name, with the same per-step policy overrides."""
     return {d.name: d for d in (partner_creation(policies), alpes_partner(policies))}
+
+
+class UnknownDefinition(LookupError):
+    """A saga runs a flow version this deployment does not have."""
+
+
+class Definitions:
+    """Every deployed version of every flow. A saga runs the version it started with (`of`);
+    new sagas take the newest version of their flow (`newest`). A version may be removed only
+    once no saga of it is left (docs/upgrades.md, "Saga definitions")."""
+
+    def __init__(self, defs: Iterable[SagaDefinition]) -> None:
+        self._defs: dict[tuple[str, int], SagaDefinition] = {}
+        for d in defs:
+            if (d.name, d.version) in self._defs:
+                raise ValueError(f"flow {d.name} version {d.version} is declared twice")
+            self._defs[(d.name, d.version)] = d
+
+    def __iter__(self) -> Iterator[SagaDefinition]:
+        return iter(sorted(self._defs.values(), key=lambda d: (d.name, d.version)))
+
+    def versions(self, flow: str) -> list[int]:
+        return sorted(v for name, v in self._defs if name == flow)
+
+    def newest(self, flow: str) -> SagaDefinition:
+        versions = self.versions(flow)
+        if not versions:
+            raise UnknownDefinition(f"no flow {flow!r} is deployed (deployed: {self._names()})")
+        return self._defs[(flow, versions[-1])]
+
+    def get(self, flow: str, version: int) -> SagaDefinition:
+        found = self._defs.get((flow, version))
+        if found is None:
+            raise UnknownDefinition(f"flow {flow} version {version} is not deployed (deployed: "
+                                    f"{self._names()}); deploy a release that has it: its sagas "
+                                    f"finish under the version they started with")
+        return found
+
+    def of(self, state: SagaState) -> SagaDefinition:
+        """The definition a saga runs: the flow and version it started with."""
+        return self.get(state.flow, state.flow_version)
+
+    def _names(self) -> str:
+        return ", ".join(f"{n} v{v}" for n, v in sorted(self._defs)) or "none"
 

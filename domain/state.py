@@ -94,6 +94,9 @@ class SagaState(_Frozen):
     status: str
     # The definition the saga runs (domain.definition.DEFINITIONS).
     flow: str = "partner-creation"
+    # The version of that definition it started with, and runs under to its end (1 for the
+    # sagas stored before definitions had versions).
+    flow_version: int = 1
     # Which saga of its business key this is (domain.lifecycle): 1 for the first; a start
     # after the key's last saga ended and its dedupe horizon passed opens the next one,
     # under an id of its own (domain.ids.saga_id_generation).

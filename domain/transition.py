@@ -259,7 +259,8 @@ def _open(event: SagaEvent, now: float, defn: SagaDefinition, generation: int = 
         return Decision(None, outcome="rejected",
                         reason=f"{event.type} without the partner's data cannot open saga {event.saga_id}")
     state = SagaState(saga_id=event.saga_id, correlation_id=event.correlation_id or event.saga_id,
-                      origin=origin, status=SagaStatus.STARTED, flow=defn.name, partner=event.partner,
+                      origin=origin, status=SagaStatus.STARTED, flow=defn.name, flow_version=defn.version,
+                      partner=event.partner,
                       partner_id=partner_id, created_at=now, updated_at=now, version=0,
                       generation=generation)
     change = _Change(state, event, now, defn)

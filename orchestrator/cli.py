@@ -253,6 +253,18 @@ def _erase(args: argparse.Namespace, out: TextIO) -> int:
     return FAILED if any(s["outcome"] not in ("accepted", "already_erased") for s in sagas) else OK
 
 
+def _definitions(args: argparse.Namespace, out: TextIO) -> int:
+    rows = _request(args.url, "GET", "/api/v1/sagas/definitions", token=args.token)["definitions"]
+    if args.json:
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+        return OK
+    table([(d["flow"], str(d["version"]), "yes" if d["deployed"] else "NO", "yes" if d["newest"] else "",
+            str(d["sagas_left"]), "yes" if d["removable"] else "") for d in rows],
+          ("FLOW", "VERSION", "DEPLOYED", "NEWEST", "SAGAS LEFT", "REMOVABLE"), out)
+    return OK
+
+
 def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
     """The options every command takes, before or after it. On the commands they default to
     SUPPRESS, so that one given before the command is not overwritten by the default after."""
@@ -288,6 +300,9 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("saga_id")
         if name == "cancel":
             c.add_argument("--reason")
+    df = sub.add_parser("definitions", help="saga definition versions: deployed, newest, sagas left, "
+                                            "removable")
+    _common(df, top=False)
     er = sub.add_parser("erase", help="erase a partner's personal data from a finished saga, or from "
                                       "every saga of a partner (--partner-id)")
     _common(er, top=False)
@@ -320,7 +335,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if args.command == "list" and not 1 <= args.limit <= 500:
         parser.error("--limit must be between 1 and 500")
     run = {"list": _list, "show": _show, "history": _history, "retry": _operate, "cancel": _operate,
-           "erase": _erase}
+           "erase": _erase, "definitions": _definitions}
     try:
         return run[args.command](args, out)
     except CliError as exc:

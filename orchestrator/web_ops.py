@@ -5,6 +5,7 @@ bad request."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from pathlib import Path
@@ -14,15 +15,17 @@ from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
+from agents.partner_saga import DEFINITIONS
 from bridges.pulsar_inbound import INBOUND_TOPICS, LINK, SUBSCRIBE_ERRORS, SUBSCRIBED
 from bridges.pulsar_outbound import FAILING_TOPICS, OUTBOUND_TOPICS
-from domain.definition import definitions
 from domain.lifecycle import erasure_refusal
 from domain.messages import CancelRequested, ErasureRequested, RetryRequested, SagaEvent
 from orchestrator.auth import OPERATE, READ
 from orchestrator.services import STORE, readiness
 from orchestrator.web import BadRequest, page, read_body
+from runtime.app import app
 from runtime.errors import BadQuery, StoreUnavailable
+from runtime.metrics import METRICS
 from snapshots.store import TERMINAL_STATUSES
 from streams.partner_saga import saga_events
 from wire.internal import SagaEnvelope
@@ -31,7 +34,9 @@ __all__ = ["ActiveSagas", "DashboardPage", "NeedsAttention", "OperatorAction", "
            "SagaCounts", "SagaHistory", "SagaList"]
 
 #: Every status of every flow (a list filter naming another one is a 400).
-_STATUSES = {str(x) for d in definitions().values() for x in d.statuses}
+log = logging.getLogger(__name__)
+DEFINITION_COUNTS_EVERY_S = 30.0
+_STATUSES = {str(x) for d in DEFINITIONS for x in d.statuses}  # of every deployed flow version
 _DASHBOARD = Path(__file__).with_name("dashboard.html")
 
 
@@ -126,6 +131,52 @@ class SagaCounts(View):
             return self.json({"counts": await STORE.counts()})
         except StoreUnavailable as exc:
             return _unavailable(self, exc)
+
+
+@page("/api/v1/sagas/definitions", role=READ)
+class SagaDefinitions(View):
+    """Every flow version this worker runs or the snapshots still hold sagas of: how many
+    sagas of it are left (not ended, or waiting for a person), whether it is the newest (new
+    sagas take it), and whether it may leave the deployment (deployed, not the newest, none
+    left). The snapshots lag the live tables by SNAPSHOT_LAG (saga_snapshot_lag_records): a
+    version is removable once that lag was 0 after its count reached 0."""
+
+    async def get(self, request: Request) -> Response:
+        try:
+            left = await STORE.definitions()
+        except StoreUnavailable as exc:
+            return _unavailable(self, exc)
+        return self.json({"definitions": definition_report(left)})
+
+
+@app.timer(interval=DEFINITION_COUNTS_EVERY_S, name="definition-counts")
+async def _count_definitions() -> None:
+    await refresh_definition_counts()
+
+
+async def refresh_definition_counts() -> None:
+    """saga_definition_sagas_left, from the snapshots (kept as it was while they do not answer)."""
+    try:
+        left = await STORE.definitions()
+    except Exception as exc:  # PostgreSQL away, the store not open or migrated yet: next time
+        log.debug("definition counts not refreshed: %r", exc)
+        return
+    METRICS.set_all("definition_sagas_left", [({"flow": d["flow"], "version": str(d["version"])},
+                                               float(d["sagas_left"])) for d in definition_report(left)])
+
+
+def definition_report(left: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The deployed versions and those the snapshots name, with their sagas left."""
+    counts = {(d["flow"], d["version"]): d["sagas_left"] for d in left}
+    deployed = {(d.name, d.version) for d in DEFINITIONS}
+    newest = {(d.name, d.version) for d in (DEFINITIONS.newest(n) for n in {n for n, _ in deployed})}
+    out = []
+    for flow, version in sorted(deployed | set(counts)):
+        n = counts.get((flow, version), 0)
+        out.append({"flow": flow, "version": version, "deployed": (flow, version) in deployed,
+                    "newest": (flow, version) in newest, "sagas_left": n,
+                    "removable": (flow, version) in deployed and (flow, version) not in newest and n == 0})
+    return out
 
 
 @page("/api/v1/sagas/{saga_id}/history", role=READ)

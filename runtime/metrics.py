@@ -73,6 +73,9 @@ HELP = {
     "snapshot_lag_records": "Changelog records not yet mirrored to PostgreSQL.",
     "timeout_fire_lateness_seconds": "How late the last deadline fired after it was due.",
     "assigned_partitions": "Partitions of the saga stream this worker owns (active).",
+    "definition_sagas_left": "Sagas left per saga definition version (flow, version): not ended, or waiting "
+                             "for a person; from the snapshots, every 30 s. A version with none left and not "
+                             "the newest may leave the deployment.",
     "alpes_calls_waiting": "Calls to the Alpes services waiting for a slot (ALPES_MAX_CONCURRENT_CALLS).",
     "alpes_calls_running": "Calls to the Alpes services being carried out.",
     "alpes_calls_given_up_total": "Calls to the Alpes services given up after their retry budget, by call "
@@ -108,6 +111,8 @@ class Metrics:
     def __init__(self) -> None:
         self.counters: Counter[tuple[str, tuple[tuple[str, str], ...]]] = Counter()
         self.gauges: dict[str, float] = {}
+        #: name -> labels -> value: gauges whose series are replaced as a whole (`set_all`)
+        self.labelled: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
         self._hist = [0] * (len(_BUCKETS) + 1)
         self._hist_sum = 0.0
         self._hist_count = 0
@@ -121,6 +126,10 @@ class Metrics:
 
     def set(self, name: str, value: float) -> None:
         self.gauges[name] = value
+
+    def set_all(self, name: str, series: list[tuple[dict[str, str], float]]) -> None:
+        """Replace every series of gauge `name` (a series not given any more disappears)."""
+        self.labelled[name] = {tuple(sorted(labels.items())): value for labels, value in series}
 
     def observe_step(self, seconds: float, kafka_wait: float | None = None) -> None:
         """A step's latency; `kafka_wait`, the part from the saga event's produce to Kafka
@@ -154,6 +163,12 @@ class _Collector(Collector):
                                   labels=["version", "commit", "python", "faust"])
         build.add_metric([version(), commit(), platform.python_version(), _faust_version()], 1)
         yield build
+        for name, series in sorted(self.m.labelled.items()):
+            keys = sorted({k for labels in series for k, _ in labels})
+            gauges = GaugeMetricFamily(f"saga_{name}", HELP.get(name, name), labels=keys)
+            for labels, level in sorted(series.items()):
+                gauges.add_metric([dict(labels).get(k, "") for k in keys], level)
+            yield gauges
         for name, gauge in sorted(self.m.gauges.items()):
             yield GaugeMetricFamily(f"saga_{name}", HELP.get(name, name), value=gauge)
         yield HistogramMetricFamily("saga_step_latency_seconds",

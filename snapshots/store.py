@@ -151,6 +151,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE saga_snapshots ADD COLUMN IF NOT EXISTS schema_version integer
         GENERATED ALWAYS AS (coalesce((state->>'sv')::int, 1)) STORED;
     """,
+    # 6: which saga definition each saga runs (issue #24: a saga runs the flow version it
+    # started with), for "is any saga of this version left" (SnapshotStore.definitions).
+    f"""
+    ALTER TABLE saga_snapshots
+        ADD COLUMN IF NOT EXISTS flow text
+            GENERATED ALWAYS AS (coalesce(state->>'flow', 'partner-creation')) STORED,
+        ADD COLUMN IF NOT EXISTS flow_version integer
+            GENERATED ALWAYS AS (coalesce((state->>'flow_version')::int, 1)) STORED;
+    CREATE INDEX IF NOT EXISTS saga_snapshots_definition_left ON saga_snapshots (flow, flow_version)
+        WHERE status NOT IN ({_RETAINABLE_SQL});
+    """,
 ]
 
 # Both statements take the batch as one JSON array of saga states, as the changelog holds
@@ -502,6 +513,18 @@ class SnapshotStore:
         counts = {r["status"]: int(r["n"]) for r in rows}
         self._counts = (started, counts)
         return counts
+
+    async def definitions(self) -> builtins.list[dict[str, Any]]:
+        """Sagas left per flow version: those that have not ended, and those waiting for a
+        person (`compensation_failed`, which an operator may retry under its version). A
+        version with none left, and not the newest, may leave the deployment
+        (docs/upgrades.md). [{flow, version, sagas_left}], by flow and version."""
+        rows = await self._fetch(
+            "SELECT flow, flow_version, count(*) AS n FROM saga_snapshots "
+            f"WHERE status NOT IN ({_RETAINABLE_SQL}) "
+            "GROUP BY flow, flow_version ORDER BY flow, flow_version", [])
+        return [{"flow": r["flow"], "version": int(r["flow_version"]), "sagas_left": int(r["n"])}
+                for r in rows]
 
     def _counted(self, fut: asyncio.Future[dict[str, int]]) -> None:
         self._counting = None

@@ -323,3 +323,27 @@ async def test_ping_reuses_pooled_connections(store: SnapshotStore, monkeypatch:
     for _ in range(30):
         await store.ping()
     assert opened <= 2  # the pool's own (before: one per ping)
+
+
+async def test_the_sagas_left_of_each_definition_version_and_each_rows_schema_version(
+        store: SnapshotStore) -> None:
+    v1_running = state("d-1", 1, "partner_creation_in_progress")  # stored before versions: no flow_version
+    v2_running = {**state("d-2", 1, "alliance_creation_in_progress"), "flow_version": 2, "sv": 2}
+    v2_stuck = {**state("d-3", 1, "compensation_failed"), "flow_version": 2, "sv": 2}
+    v2_done = {**state("d-4", 1, "completed"), "flow_version": 2, "sv": 2}
+    alpes = {**state("d-5", 1, "awaiting_contract"), "flow": "alpes-partner", "sv": 2}
+    docs = [v1_running, v2_running, v2_stuck, v2_done, alpes]
+    await store.upsert_json({d["saga_id"]: raw(d) for d in docs})
+    assert await store.definitions() == [
+        {"flow": "alpes-partner", "version": 1, "sagas_left": 1},
+        {"flow": "partner-creation", "version": 1, "sagas_left": 1},
+        {"flow": "partner-creation", "version": 2, "sagas_left": 2},  # compensation_failed waits for a person
+    ]
+    rows = await _sql(store.schema, "SELECT saga_id, schema_version, flow_version FROM saga_snapshots "
+                                    "ORDER BY saga_id")
+    assert [(r["saga_id"], r["schema_version"], r["flow_version"]) for r in rows] == [
+        ("d-1", 1, 1), ("d-2", 2, 2), ("d-3", 2, 2), ("d-4", 2, 2), ("d-5", 2, 1)]
+    # The last saga of version 1 ends: none left of it.
+    await store.upsert_json({"d-1": raw({**v1_running, "version": 2, "status": "completed"})})
+    assert {(d["flow"], d["version"]) for d in await store.definitions()} == {
+        ("alpes-partner", 1), ("partner-creation", 2)}

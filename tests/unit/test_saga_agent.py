@@ -18,13 +18,16 @@ import pytest
 
 import agents.partner_saga as agent
 from agents import ports
-from domain import SagaState, ids
+from domain import Definitions, SagaState, ids, partner_creation
 from domain.lifecycle import Tombstone
+from domain.messages import AllianceCreated
 from streams.partner_saga import outbox, saga_events
 from tables.writer import Batch, WriteFailed
+from tests.support.definitions import partner_creation_v2
 from tests.support.flows import partner_created
 from wire.cloudevents import decode_inbound
 from wire.internal import ForgetSaga, OutboxEntry, SagaEnvelope
+from wire.stored import SAGA_STATE
 
 OUTBOX = outbox.get_topic_name()
 EVENTS = saga_events.get_topic_name()
@@ -269,3 +272,40 @@ def test_an_adapter_not_bound_is_a_line_saying_so() -> None:
             ports.PORTS.partners.lookup("p")
     with pytest.raises(TypeError, match="no port 'pulsar'"):
         ports.bind(pulsar=object())
+
+
+def _alliance_created(saga_id: str, partner_id: str, offset: int) -> SimpleNamespace:
+    ev = AllianceCreated(event_id=f"alliance-{saga_id}", saga_id=saga_id, partner_id=partner_id,
+                         alliance_id=f"a-{partner_id}")
+    value = SagaEnvelope(event=ev, origin="test").model_dump_json()
+    return SimpleNamespace(key=saga_id.encode(), value=value.encode(),
+                           message=SimpleNamespace(tp="events-0", offset=offset, partition=0))
+
+
+async def test_a_new_definition_version_takes_new_sagas_while_old_ones_finish_under_theirs(
+        world: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
+    old_partner, new_partner = str(uuid.uuid4()), str(uuid.uuid4())
+    old = _event(old_partner, offset=1)
+    await _handle(world, old)
+    assert SAGA_STATE.load(world.table[old.key.decode()]).flow_version == 1
+    # Deploy: version 2 beside version 1 (a step added, a timeout changed).
+    deployed = Definitions([partner_creation(), partner_creation_v2()])
+    monkeypatch.setattr(agent, "DEFINITIONS", deployed)
+    monkeypatch.setattr(agent, "DEFINITION", deployed.newest("partner-creation"))
+    new = _event(new_partner, offset=2)
+    await _handle(world, new, _alliance_created(old.key.decode(), old_partner, 3))
+    await _handle(world, _alliance_created(new.key.decode(), new_partner, 4))
+    old_state, new_state = (SAGA_STATE.load(world.table[e.key.decode()]) for e in (old, new))
+    assert (old_state.flow_version, old_state.status) == (1, "completed")
+    assert (new_state.flow_version, new_state.status) == (2, "awaiting_compliance")
+    # Version 1 removed while a saga of it still runs: its event is dead-lettered, with why;
+    # nothing of it is stored.
+    left = _event(str(uuid.uuid4()), offset=5)
+    monkeypatch.setattr(agent, "DEFINITIONS", Definitions([partner_creation()]))
+    monkeypatch.setattr(agent, "DEFINITION", partner_creation())
+    await _handle(world, left)
+    monkeypatch.setattr(agent, "DEFINITIONS", Definitions([partner_creation_v2()]))
+    before = world.table[left.key.decode()]
+    await _handle(world, _alliance_created(left.key.decode(), "p", 6))
+    assert world.table[left.key.decode()] == before
+    assert "partner-creation version 1 is not deployed" in world.dead[-1]

@@ -15,10 +15,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from faust.exceptions import SameNode
 
 from common.version import commit, version
+from domain import Definitions, alpes_partner, partner_creation
 from orchestrator import auth, web_ops
 from orchestrator import web as views
 from orchestrator.auth import OPERATE, READ, START, Authority
 from runtime.app import app
+from runtime.metrics import METRICS
+from tests.support.definitions import partner_creation_v2
 
 READER, STARTER, OPERATOR = "reader-token-0123456789", "starter-token-0123456789", "operator-token-0123456789"
 PARTNER = {"nombre": "Ana Pérez", "email": "ana.perez@example.com", "telefono": "+57 300 1234567",
@@ -50,6 +53,11 @@ class Store:
 
     async def counts(self) -> dict[str, int]:
         return {"failed": 1}
+
+    async def definitions(self) -> list[dict[str, Any]]:
+        # Version 1 of partner-creation still has a saga; an old "legacy" flow none deployed.
+        return [{"flow": "legacy", "version": 3, "sagas_left": 2},
+                {"flow": "partner-creation", "version": 1, "sagas_left": 1}]
 
     async def history(self, saga_id: str) -> list[dict[str, Any]]:
         return [{"version": 1, "seq": 0, "from_status": None, "to_status": "started",
@@ -91,7 +99,7 @@ async def client(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestClient[we
 
 READS = ["/api/v1/saga/status/live", "/api/v1/saga/status/snap", "/api/v1/saga/status/tomb",
          "/api/v1/sagas", "/api/v1/saga/active", "/api/v1/sagas/attention", "/api/v1/sagas/counts",
-         "/api/v1/sagas/s-1/history", "/dashboard"]
+         "/api/v1/sagas/definitions", "/api/v1/sagas/s-1/history", "/dashboard"]
 POSTS = ["/api/v1/saga/partner-creation", "/api/v1/sagas/s-1/retry", "/api/v1/sagas/s-1/cancel"]
 
 
@@ -154,3 +162,31 @@ async def test_probes_stay_open(client: TestClient[Any, Any]) -> None:
                                                   "version": version(), "commit": commit()}
     r = await client.get("/metrics")
     assert r.status == 200 and f'saga_build_info{{commit="{commit()}",faust=' in await r.text()
+
+
+async def test_the_definition_versions_and_what_is_left_of_each(client: TestClient[Any, Any],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(web_ops, "DEFINITIONS", Definitions([partner_creation(), partner_creation_v2(),
+                                                             alpes_partner()]))
+    r = await client.get("/api/v1/sagas/definitions", headers={"Authorization": f"Bearer {READER}"})
+    assert r.status == 200
+    by = {(d["flow"], d["version"]): d for d in (await r.json())["definitions"]}
+    assert by[("partner-creation", 1)] == {"flow": "partner-creation", "version": 1, "deployed": True,
+                                           "newest": False, "sagas_left": 1, "removable": False}
+    assert by[("partner-creation", 2)]["newest"] and not by[("partner-creation", 2)]["removable"]
+    assert by[("alpes-partner", 1)] == {"flow": "alpes-partner", "version": 1, "deployed": True,
+                                        "newest": True, "sagas_left": 0, "removable": False}
+    # Sagas of a version no worker here runs: shown, so that nobody removes what they need.
+    assert by[("legacy", 3)]["deployed"] is False and by[("legacy", 3)]["sagas_left"] == 2
+    # The gauge the worker refreshes every 30 s, from the same report.
+    await web_ops.refresh_definition_counts()
+    text = METRICS.render()
+    assert 'saga_definition_sagas_left{flow="partner-creation",version="1"} 1.0' in text
+    assert 'saga_definition_sagas_left{flow="alpes-partner",version="1"} 0.0' in text
+    # Once the last saga of version 1 ended, it may go.
+    async def none_left() -> list[dict[str, Any]]:
+        return []
+    monkeypatch.setattr(web_ops.STORE, "definitions", none_left)
+    r = await client.get("/api/v1/sagas/definitions", headers={"Authorization": f"Bearer {READER}"})
+    assert {(d["flow"], d["version"]) for d in (await r.json())["definitions"] if d["removable"]} == \
+        {("partner-creation", 1)}
