@@ -10,8 +10,8 @@ export SECURE ?=
 SECURE_ENV = if [ "$(SECURE)" = 1 ]; then set -a; . "$(STACK_DIR)/secure/worker.env"; set +a; DATADIR=$${DATADIR:-$(STACK_DIR)/secure/workers/worker}; fi;
 PYTEST_ARGS ?=
 
-.PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit bench lint prometheus screenshots \
-        browser snapshots-rebuild tables-restore chaos bench-e2e bench-agent bench-tick bench-timeouts bench-retention bench-charts \
+.PHONY: help setup dev-up dev-down status logs clean run worker simulators monitor test unit bench lint prometheus helm screenshots \
+        browser snapshots-rebuild tables-restore chaos upgrade-test soak bench-e2e bench-agent bench-tick bench-timeouts bench-retention bench-charts \
         compose-config docker-up docker-down images full-up full-down simple-up simple-down shared-up shared-down \
         dev-compose-up dev-compose-down integration-check
 
@@ -51,8 +51,11 @@ simulators: setup ## the participant simulators alone (see python -m simulators.
 monitor: setup ## saga lifecycle events as they happen (scripts/monitor_saga_events.py; BROKER_URL=)
 	@$(UV) run --no-sync python scripts/monitor_saga_events.py
 
-test: dev-up browser prometheus ## the whole suite (unit, integration, end to end) on the local stack
+test: dev-up browser prometheus helm ## the whole suite (unit, integration, end to end) on the local stack
 	@$(UV) run --no-sync pytest $(PYTEST_ARGS)
+
+helm: ## build Helm from the Go module proxy when missing (.stack/bin/helm; the chart's checks)
+	@./stack/helm.sh install
 
 browser: ## install Debian's Chromium when missing (the dashboard test drives it headless)
 	@./stack/browser.sh
@@ -91,6 +94,12 @@ bench-e2e: dev-up ## end-to-end saga throughput and latency, against a pass-thro
 bench-timeouts: dev-up ## RevertPartner lag after the deadline, 500 silent sagas timing out together (SAGAS=500)
 	@$(UV) run --no-sync python -m benchmarks.timeout_burst --sagas $${SAGAS:-500} $${JSON:+--json $$JSON}
 
+soak: dev-up ## a long load with a fault every few minutes, sampled over time: bench/results/soak-<date>/ (DURATION=3600 RATE=215 FAULT_EVERY=240)
+	@$(UV) run --no-sync python -m chaos.soak --seconds $${DURATION:-3600} --rate $${RATE:-215} --fault-every-s $${FAULT_EVERY:-240}
+
+upgrade-test: dev-up ## a rolling upgrade under load: the previous release's two workers replaced one at a time by this code (RATE=20 DURATION=60)
+	@$(UV) run --no-sync python -m chaos.upgrade --rate $${RATE:-20} --seconds $${DURATION:-60}
+
 chaos: dev-up ## the fault harness: every scenario under load, one table (ONLY=kill,kafka,pulsar,postgres,duplicates,hostile RATE=40 DURATION=30)
 	@$(UV) run --no-sync python -m chaos --rate $${RATE:-40} --seconds $${DURATION:-30} $${ONLY:+--only $$ONLY}
 
@@ -100,10 +109,11 @@ bench-retention: dev-up ## RSS and recovery time with SAGAS=1000000 finished sag
 bench-charts: setup ## redraw the charts of a results file (RESULTS=bench/results/<date>.json)
 	@$(UV) run --no-sync python -m benchmarks.charts $${RESULTS:?RESULTS=bench/results/<date>.json}
 
-lint: setup ## ruff, mypy and the layers contract (import-linter, pyproject.toml)
+lint: setup ## ruff, mypy, the layers contract (import-linter, pyproject.toml), helm lint and template of deploy/helm
 	@$(UV) run --no-sync ruff check .
 	@$(UV) run --no-sync mypy
 	@$(UV) run --no-sync lint-imports --no-cache
+	@./stack/helm.sh lint
 
 # ---- containers (README, "Running"); a Docker engine is started when none answers
 WORKERS ?=

@@ -84,6 +84,7 @@ class Row:
     twice: int
     recovery_s: float | None = None
     note: str = ""
+    pause_s: float | None = None  # the longest time no saga moved (the upgrade test)
     odd: list[str] = field(default_factory=list)  # a few sagas that did not end as expected
 
     @property
@@ -120,10 +121,15 @@ def outcome(scenario: str, started: dict[str, str], lifecycle: Tap) -> Row:
 
 
 def print_table(rows: list[Row]) -> None:
-    head = ("scenario", "sagas started", "ended as expected", "ended wrongly", "not ended",
-            "ended twice", "recovery time")
-    body = [(r.scenario, str(r.started), str(r.as_expected), str(r.wrongly), str(r.not_ended),
-             str(r.twice), "-" if r.recovery_s is None else f"{r.recovery_s:.1f} s") for r in rows]
+    head: tuple[str, ...] = ("scenario", "sagas started", "ended as expected", "ended wrongly", "not ended",
+                             "ended twice", "recovery time")
+    body: list[tuple[str, ...]] = [
+        (r.scenario, str(r.started), str(r.as_expected), str(r.wrongly), str(r.not_ended), str(r.twice),
+         "-" if r.recovery_s is None else f"{r.recovery_s:.1f} s") for r in rows]
+    if any(r.pause_s is not None for r in rows):
+        head = (*head, "longest pause")
+        body = [(*line, "-" if r.pause_s is None else f"{r.pause_s:.1f} s") for line, r in zip(body, rows,
+                                                                                              strict=True)]
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
     for line in (head, tuple("-" * w for w in widths), *body):
         print("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)))
@@ -163,6 +169,7 @@ class World:
 
     behaviour: Behaviour = field(default_factory=lambda: Behaviour(**vars(LOAD_BEHAVIOUR)))
     workers_n: int = 2
+    worker_root: Path = ROOT  # the checkout the first workers run (an older release's, to upgrade)
     env: dict[str, str] = field(default_factory=dict)
     names: Names = field(default_factory=Names)
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="chaos-")))
@@ -183,7 +190,7 @@ class World:
 
     async def __aenter__(self) -> World:
         require_stack()
-        self.workers = [Worker(self.names, self.folder / f"data-{n}", name=f"w{n}",
+        self.workers = [Worker(self.names, self.folder / f"data-{n}", name=f"w{n}", root=self.worker_root,
                                env={**WORKER_ENV, **self.env}).start() for n in range(self.workers_n)]
         self._client = connect(PULSAR_URL)
         n = self.names

@@ -93,8 +93,11 @@ class Names:
 
 class Worker:
     def __init__(self, names: Names, datadir: Path, *, env: dict[str, str] | None = None,
-                 name: str = "w") -> None:
+                 name: str = "w", root: Path = ROOT) -> None:
+        """`root`: the checkout whose code runs (another release's worktree in the upgrade
+        test), with this environment's Python."""
         self.names = names
+        self.root = root
         self.datadir = datadir
         self.port = free_port()
         self.name = name
@@ -133,7 +136,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "orchestrator", "worker", "-l", "info", "--web-host", "127.0.0.1",
              "--web-port", str(self.port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         return self
 

@@ -1,0 +1,309 @@
+"""make soak: a long steady load with a fault every few minutes, sampled over time.
+
+Two workers share the partitions (the fault harness's world: its participants, some alliances
+failing, some alianzas silent). Sagas start at --rate for --seconds; every --fault-every-s the
+next fault of the cycle happens: a worker killed with SIGKILL (restarted at once on its data
+directory, as Kubernetes restarts a pod), Kafka restarted, Pulsar restarted, PostgreSQL down
+for 30 s. Every --sample-s one row: each worker's RSS (its process and children: bridges,
+mirror), open file descriptors (the same processes), RocksDB size (its data directory), step
+p99 over the interval (the workers' step histograms), the consumer group's lag (end minus
+committed offsets over its topics), and sagas live (started minus ended, from the lifecycle
+topic).
+
+At the end: the harness's table (nothing lost: every saga ended as the participants' choices
+call for, once), samples.csv, charts (one per measure, the faults marked) and summary.json in
+--out (default bench/results/soak-<date>/), and the trend verdict: after the first cycle
+(the first len(cycle) faults), the last quarter's median of RSS, descriptors and RocksDB size
+may not exceed the second quarter's by more than 10% (5 MiB, 5 descriptors at least).
+
+    uv run python -m chaos.soak --seconds 3600 [--rate 100] [--fault-every-s 240]   (make soak)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import logging
+import os
+import signal
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from benchmarks.report import bucket_quantile, step_buckets
+from chaos.harness import Row, World, outcome, print_table, stack
+from common.version import commit, version
+from tests.support.flows import TERMINAL_EVENTS
+from tests.support.worker import ROOT, Worker
+
+__all__ = ["Sample", "soak", "trend"]
+
+log = logging.getLogger("chaos.soak")
+
+CYCLE = ("kill a worker", "restart Kafka", "restart Pulsar", "PostgreSQL down 30 s")
+
+
+@dataclass
+class Sample:
+    t_s: float  # since the load began
+    rss_mib: float
+    fds: int
+    rocksdb_mib: float
+    step_p99_ms: float | None  # None: no step in the interval
+    lag: int
+    sagas_live: int
+    fault: str = ""
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def _size_mib(folder: Path) -> float:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                continue
+    return total / 1024**2
+
+
+def _processes(w: Worker) -> list[int]:
+    if w.proc is None or w.proc.poll() is not None:
+        return []
+    return [w.proc.pid, *_children(w.proc.pid)]
+
+
+async def _lag(group: str, bootstrap: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+        tps = [tp for tp, meta in committed.items() if meta.offset >= 0]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        return sum(max(0, ends[tp] - committed[tp].offset) for tp in tps)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def _steps(workers: list[Worker]) -> list[tuple[float, float]] | None:
+    """The workers' step histograms summed (cumulative buckets); None if none answered."""
+    total: dict[float, float] = {}
+    for w in workers:
+        try:
+            status, text = await w.get("/metrics")
+        except Exception:
+            continue
+        if status == 200:
+            for le, n in step_buckets(str(text)):
+                total[le] = total.get(le, 0.0) + n
+    return sorted(total.items()) if total else None
+
+
+def trend(samples: list[Sample], first_cycle_end_s: float) -> dict[str, Any]:
+    """After the first cycle: the last quarter's median against the second quarter's, per
+    measure that must not grow (RSS, descriptors, RocksDB size)."""
+    after = [s for s in samples if s.t_s >= first_cycle_end_s]
+    out: dict[str, Any] = {}
+    if len(after) < 8:
+        return {"verdict": "too short to tell: fewer than 8 samples after the first cycle"}
+    q = len(after) // 4
+    second, last = after[q:2 * q], after[-q:]
+    ok = True
+    for name, slack in (("rss_mib", 5.0), ("fds", 5.0), ("rocksdb_mib", 5.0)):
+        a = statistics.median(getattr(s, name) for s in second)
+        b = statistics.median(getattr(s, name) for s in last)
+        grew = b > max(a * 1.10, a + slack)
+        ok = ok and not grew
+        out[name] = {"second_quarter_median": round(a, 1), "last_quarter_median": round(b, 1), "grew": grew}
+    out["verdict"] = "no trend up" if ok else "TREND UP"
+    return out
+
+
+def _charts(samples: list[Sample], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    faults = [(s.t_s / 60, s.fault) for s in samples if s.fault]
+    for name, label in (("rss_mib", "RSS, both workers and their children (MiB)"),
+                        ("fds", "open file descriptors, both workers and their children"),
+                        ("rocksdb_mib", "RocksDB and index size, both data directories (MiB)"),
+                        ("step_p99_ms", "step p99 over the interval (ms, histogram bucket)"),
+                        ("lag", "consumer group lag (records)"), ("sagas_live", "sagas live")):
+        fig, ax = plt.subplots(figsize=(9, 3.2))
+        xs = [s.t_s / 60 for s in samples if getattr(s, name) is not None]
+        ys = [getattr(s, name) for s in samples if getattr(s, name) is not None]
+        ax.plot(xs, ys, lw=1)
+        for x, what in faults:
+            ax.axvline(x, color="red", lw=0.6, alpha=0.5)
+            ax.text(x, ax.get_ylim()[1], what, rotation=90, fontsize=6, va="top", color="red")
+        ax.set_xlabel("minutes")
+        ax.set_title(label, fontsize=9)
+        fig.tight_layout()
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        drawn.append(path)
+    return drawn
+
+
+async def soak(rate: float, seconds: float, fault_every_s: float, sample_s: float, out: Path,
+               pg_outage_s: float = 30.0) -> tuple[Row, list[Sample], dict[str, Any]]:
+    # Step timeouts that outlast a broker's restart (as the harness's outage scenarios do): a
+    # saga that gives up a step because Pulsar was restarting ends compensated, rightly, but
+    # not as the participants' choices say.
+    world = World(env={"SAGA_CREATE_ALLIANCE_TIMEOUT_S": "90"})
+    async with world as w:
+        assert w.lifecycle is not None
+        begin = time.monotonic()
+        load = asyncio.ensure_future(w.load(rate, seconds))
+        samples: list[Sample] = []
+        next_fault, n_fault = fault_every_s, 0
+        pending_fault = ""
+        last_steps = await _steps(w.workers)
+        faulting: asyncio.Future[Any] | None = None
+        seen, ended = 0, set()  # the lifecycle notices read so far, and the sagas they ended
+
+        async def fault(kind: str) -> None:
+            if kind == "kill a worker":
+                victim = w.workers[n_fault % len(w.workers)]
+                victim.kill(signal.SIGKILL)
+                victim.start()  # on its data directory, as a pod restarts
+                await victim.wait_ready(timeout=300)
+            elif kind.startswith("restart "):
+                component = kind.split()[1].lower()
+                await asyncio.to_thread(stack, "down", component)
+                await asyncio.to_thread(stack, "up", component)
+            else:
+                await asyncio.to_thread(stack, "down", "postgres")
+                await asyncio.sleep(pg_outage_s)
+                await asyncio.to_thread(stack, "up", "postgres")
+
+        while not load.done() or (faulting is not None and not faulting.done()):
+            await asyncio.sleep(sample_s)
+            t = time.monotonic() - begin
+            if t >= next_fault and t < seconds - fault_every_s / 2 and (faulting is None or faulting.done()):
+                kind = CYCLE[n_fault % len(CYCLE)]
+                log.warning("soak: %s at %.0f s", kind, t)
+                faulting = asyncio.ensure_future(fault(kind))
+                pending_fault, n_fault, next_fault = kind, n_fault + 1, next_fault + fault_every_s
+            pids = [p for wk in w.workers for p in _processes(wk)]
+            steps = await _steps(w.workers)
+            p99 = None
+            if steps and last_steps and len(steps) == len(last_steps):
+                delta = [(le, a - b) for (le, a), (_, b) in zip(steps, last_steps, strict=True)]
+                if delta[-1][1] > 0:
+                    p99 = bucket_quantile(delta, 0.99) * 1000
+            last_steps = steps or last_steps
+            try:
+                lag = await _lag(w.names.app_id, w.kafka_bootstrap)
+            except Exception:
+                lag = -1  # Kafka down for the fault
+            notices = w.lifecycle.messages[seen:]
+            seen += len(notices)
+            for m in notices:
+                ev = m.json()
+                if ev.get("type") in TERMINAL_EVENTS:
+                    ended.add(ev.get("sagaid"))
+            samples.append(Sample(t_s=round(t, 1), rss_mib=round(sum(_rss_mib(p) for p in pids), 1),
+                                  fds=sum(_fds(p) for p in pids),
+                                  rocksdb_mib=round(sum(_size_mib(wk.datadir) for wk in w.workers), 1),
+                                  step_p99_ms=p99 if p99 != float("inf") else None, lag=lag,
+                                  sagas_live=len(w.started) - len(ended & w.started.keys()),
+                                  fault=pending_fault))
+            pending_fault = ""
+            if faulting is not None and faulting.done() and faulting.exception() is not None:
+                raise RuntimeError(f"a fault failed: {faulting.exception()!r}")
+        await w.settle(300)
+        row = outcome(f"soak {seconds / 60:.0f} min at {rate:g} sagas/s, {n_fault} faults", w.started,
+                      w.lifecycle)
+        w.keep = not row.clean
+    verdict = trend(samples, fault_every_s * (len(CYCLE) + 1))
+    _write(out, samples, row, verdict, rate=rate, seconds=seconds, fault_every_s=fault_every_s,
+           faults=n_fault)
+    return row, samples, verdict
+
+
+def _write(out: Path, samples: list[Sample], row: Row, verdict: dict[str, Any], **run: Any) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "samples.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(asdict(samples[0]))) if samples else None
+        if writer is not None:
+            writer.writeheader()
+            writer.writerows(asdict(s) for s in samples)
+    charts = _charts(samples, out) if samples else []
+    summary = {"version": version(), "commit": commit(), **run, "cycle": CYCLE,
+               "table": {k: v for k, v in asdict(row).items() if k != "odd"}, "odd": row.odd,
+               "trend": verdict, "charts": [p.name for p in charts]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rate", type=float, default=215.0,
+                   help="sagas started per second (default 215: half the burst maximum measured here, "
+                        "430.4 sagas/s, make bench-e2e on 2026-12-04)")
+    p.add_argument("--seconds", type=float, default=3600.0)
+    p.add_argument("--fault-every-s", type=float, default=240.0)
+    p.add_argument("--sample-s", type=float, default=10.0)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    out = args.out or ROOT / "bench" / "results" / f"soak-{time.strftime('%Y-%m-%d')}"
+    try:
+        row, _, verdict = asyncio.run(soak(args.rate, args.seconds, args.fault_every_s, args.sample_s, out))
+    except Exception as exc:
+        logging.exception("the soak failed")
+        row, verdict = Row("soak", 0, 0, 0, 0, 0, note=f"FAILED: {exc!r}"[:500]), {"verdict": "failed"}
+    print()
+    print_table([row])
+    print(f"trend after the first cycle: {json.dumps(verdict)}")
+    print(f"samples, charts and summary: {out}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if row.clean and verdict.get("verdict") == "no trend up" else 1)
+
+
+if __name__ == "__main__":
+    main()
