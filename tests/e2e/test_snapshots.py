@@ -47,7 +47,9 @@ async def _table_states(worker: Worker, saga_ids: list[str]) -> dict[str, dict[s
 
 
 def _same(snapshot: dict[str, Any], table: dict[str, Any]) -> bool:
-    return {k: v for k, v in snapshot.items() if k != "applied"} == table
+    """The snapshot row's state (the stored form, with its schema version "sv") is the saga's
+    state the API shows (without "sv"), but for the events remembered for deduplication."""
+    return {k: v for k, v in snapshot.items() if k not in ("applied", "sv")} == table
 
 
 async def _wait_equal(names: Names, table: dict[str, dict[str, Any]], within: float) -> float:

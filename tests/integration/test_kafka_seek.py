@@ -32,6 +32,7 @@ class _OnRealConsumer:
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._thread = consumer  # seek_to_beginning(*partitions)
         self.seek_to_committed = consumer.seek_to_committed
+        self.assignment = consumer.assignment
         self.earliest_offsets = lambda *tps: consumer.beginning_offsets(list(tps))
         self._read_offset: dict[Any, int | None] = {}
         self._committed_offset: dict[Any, int | None] = {}
