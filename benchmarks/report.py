@@ -17,8 +17,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_json_arg", "bucket_quantile", "cdf_points", "drop_run_leftovers", "dumps", "git_info",
-           "machine", "percentile", "quantiles", "step_buckets", "write_json"]
+__all__ = [
+    "add_json_arg",
+    "bucket_quantile",
+    "cdf_points",
+    "child_pids",
+    "drop_run_leftovers",
+    "dumps",
+    "git_info",
+    "machine",
+    "percentile",
+    "quantiles",
+    "rss_mib",
+    "step_buckets",
+    "write_json",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,3 +171,24 @@ async def finish_run(worker: Any, folder: Path, app_id: str, failed: bool) -> No
     else:
         shutil.rmtree(folder, ignore_errors=True)
     await drop_run_leftovers(app_id)
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident memory (VmRSS), MiB. Raises when it has none (it is gone)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The process's direct children (a worker's bridges and mirror)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out

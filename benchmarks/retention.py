@@ -34,7 +34,7 @@ import psycopg
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from benchmarks.report import drop_run_leftovers, git_info, machine
+from benchmarks.report import child_pids, drop_run_leftovers, git_info, machine, rss_mib
 from domain import decide
 from domain.messages import AllianceCreated, PartnerCreated, PartnerData
 from runtime.settings import Settings
@@ -113,13 +113,6 @@ def _ts(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(t))
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
 async def _metric(worker: Worker, name: str) -> float:
     _, text = await worker.get("/metrics")
     for line in str(text).splitlines():
@@ -140,19 +133,17 @@ async def _recover(names: Names, folder: Path, tag: str, env: dict[str, str],
     assert worker.proc is not None
     children = _children_rss_mib(worker.proc.pid)
     print(f"  ({tag}: the worker's child processes, the bridges': {children:.0f} MiB besides)")
-    return worker, ready, _rss_mib(worker.proc.pid)
+    return worker, ready, rss_mib(worker.proc.pid)
 
 
 def _children_rss_mib(pid: int) -> float:
-    """VmRSS of the worker's direct children (its outbox bridge process)."""
+    """VmRSS of the worker's direct children (its bridges' process)."""
     total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    total += _rss_mib(int(entry.name))
-            except (OSError, RuntimeError):
-                continue
+    for child in child_pids(pid):
+        try:
+            total += rss_mib(child)
+        except (OSError, RuntimeError):
+            continue
     return total
 
 

@@ -38,7 +38,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from benchmarks.report import bucket_quantile, step_buckets
+from benchmarks.report import bucket_quantile, child_pids, rss_mib, step_buckets
 from chaos.harness import Row, World, outcome, print_table, stack
 from common.version import commit, version
 from tests.support.flows import TERMINAL_EVENTS
@@ -63,26 +63,11 @@ class Sample:
     fault: str = ""
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue
-    return out
-
-
 def _rss_mib(pid: int) -> float:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+        return rss_mib(pid)
+    except (OSError, RuntimeError):  # gone between the listing and the read
+        return 0.0
 
 
 def _fds(pid: int) -> int:
@@ -106,7 +91,7 @@ def _size_mib(folder: Path) -> float:
 def _processes(w: Worker) -> list[int]:
     if w.proc is None or w.proc.poll() is not None:
         return []
-    return [w.proc.pid, *_children(w.proc.pid)]
+    return [w.proc.pid, *child_pids(w.proc.pid)]
 
 
 async def _lag(group: str, bootstrap: str) -> int:
