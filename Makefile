@@ -72,7 +72,7 @@ snapshots-rebuild: setup ## rewrite every PostgreSQL snapshot from the sagas cha
 tables-restore: setup ## refill the table changelogs from the snapshots (stop workers, wipe DATADIRs first)
 	@$(UV) run --no-sync python -m snapshots restore
 
-unit: setup ## unit tests only (no stack needed)
+unit: setup helm ## unit tests only (no stack needed; Helm for the chart test)
 	@$(UV) run --no-sync pytest tests/unit $(PYTEST_ARGS)
 
 bench: dev-up ## the whole suite: bench/results/<UTC date>.json + charts (bench/README.md; QUICK=1, SAGAS=, RATES=)
