@@ -94,8 +94,8 @@ bench-e2e: dev-up ## end-to-end saga throughput and latency, against a pass-thro
 bench-timeouts: dev-up ## RevertPartner lag after the deadline, 500 silent sagas timing out together (SAGAS=500)
 	@$(UV) run --no-sync python -m benchmarks.timeout_burst --sagas $${SAGAS:-500} $${JSON:+--json $$JSON}
 
-soak: dev-up ## a long load with a fault every few minutes, sampled over time: bench/results/soak-<date>/ (DURATION=3600 RATE=215 FAULT_EVERY=240)
-	@$(UV) run --no-sync python -m chaos.soak --seconds $${DURATION:-3600} --rate $${RATE:-215} --fault-every-s $${FAULT_EVERY:-240}
+soak: dev-up ## a long load with a fault every few minutes, sampled over time: bench/results/soak-<date>/ (DURATION=3600 RATE=40 FAULT_EVERY=240)
+	@$(UV) run --no-sync python -m chaos.soak --seconds $${DURATION:-3600} --rate $${RATE:-40} --fault-every-s $${FAULT_EVERY:-240}
 
 upgrade-test: dev-up ## a rolling upgrade under load: the previous release's two workers replaced one at a time by this code (RATE=20 DURATION=60)
 	@$(UV) run --no-sync python -m chaos.upgrade --rate $${RATE:-20} --seconds $${DURATION:-60}

@@ -266,9 +266,10 @@ def _write(out: Path, samples: list[Sample], row: Row, verdict: dict[str, Any], 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rate", type=float, default=215.0,
-                   help="sagas started per second (default 215: half the burst maximum measured here, "
-                        "430.4 sagas/s, make bench-e2e on 2026-12-04)")
+    p.add_argument("--rate", type=float, default=40.0,
+                   help="sagas started per second (default 40, the fault harness's rate, which two workers "
+                        "keep up with under its faults here; 215, half one worker's burst maximum, outran "
+                        "this machine: bench/results/soak-2026-12-04-trial-215)")
     p.add_argument("--seconds", type=float, default=3600.0)
     p.add_argument("--fault-every-s", type=float, default=240.0)
     p.add_argument("--sample-s", type=float, default=10.0)
