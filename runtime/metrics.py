@@ -14,6 +14,7 @@ from __future__ import annotations
 import platform
 from collections import Counter
 from collections.abc import Iterator
+from functools import cache
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 
@@ -83,11 +84,14 @@ HELP = {
 }
 
 
-def _faust_version() -> str:
+@cache
+def _build_labels() -> tuple[str, str, str, str]:
+    """saga_build_info's labels: read once, not on every scrape (the package metadata is on disk)."""
     try:
-        return package_version("faust-streaming")
+        faust_version = package_version("faust-streaming")
     except PackageNotFoundError:
-        return "unknown"
+        faust_version = "unknown"
+    return version(), commit(), platform.python_version(), faust_version
 
 
 def reason_class(reason: str) -> str:
@@ -161,7 +165,7 @@ class _Collector(Collector):
         build = GaugeMetricFamily("saga_build_info", "The release running (always 1): its version, the "
                                   "commit built, Python's and faust-streaming's versions.",
                                   labels=["version", "commit", "python", "faust"])
-        build.add_metric([version(), commit(), platform.python_version(), _faust_version()], 1)
+        build.add_metric(list(_build_labels()), 1)
         yield build
         for name, series in sorted(self.m.labelled.items()):
             keys = sorted({k for labels in series for k, _ in labels})
