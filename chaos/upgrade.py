@@ -1,7 +1,8 @@
 """make upgrade-test: a rolling upgrade under load, from the previous release to this checkout.
 
-The previous release is the highest `vX.Y.Z` tag below this checkout's version
-(pyproject.toml); it is checked out in a git worktree of its tag and runs as two workers (with
+The previous release is the newest release CHANGELOG.md records below this checkout's version
+(pyproject.toml), with its tag and full commit; that commit is checked out in a git worktree
+(a clone without tags still has it) and runs as two workers (with
 this environment's Python: the releases share their locked dependencies; a release that
 changes them needs its own environment here). Under a steady load of sagas (the fault
 harness's participants, some alliances failing, some alianzas silent), each worker is stopped
@@ -30,13 +31,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from chaos.harness import Row, World, outcome, print_table, trace
 from common.version import commit, version
 from tests.support.worker import ROOT, Worker
 
-__all__ = ["previous_release", "release_tree", "rolling_upgrade"]
+__all__ = ["Release", "ensure_commit", "previous_release", "recorded_releases", "release_tree",
+           "rolling_upgrade"]
 
 log = logging.getLogger("chaos.upgrade")
 
@@ -46,26 +49,79 @@ def _release(text: str) -> tuple[int, int, int]:
     return int(major), int(minor), int(patch)
 
 
-def previous_release(current: str | None = None, root: Path = ROOT) -> str:
-    """The highest release tag below `current` (default: this checkout's version); a dev
-    version 0.4.0.dev0 counts as 0.4.0. Raises when there is none (a clone without tags)."""
+@dataclass(frozen=True)
+class Release:
+    """A release: its version, its tag and the commit the tag names (CHANGELOG.md's record)."""
+
+    version: str
+    commit: str
+
+    @property
+    def tag(self) -> str:
+        return f"v{self.version}"
+
+
+_SECTION = re.compile(r"^## \[(\d+\.\d+\.\d+)\][^\n]*\n(.*?)(?=^## |\Z)", re.M | re.S)
+_COMMIT = re.compile(r"commit `([0-9a-f]{40})`")
+
+
+def recorded_releases(root: Path = ROOT) -> list[Release]:
+    """The releases CHANGELOG.md records, each section's first full `commit `<sha>``, oldest
+    first. The record, not the tags, is what a clone always has (CI clones main without tags)."""
+    text = (root / "CHANGELOG.md").read_text(encoding="utf-8")
+    out = []
+    for version_, body in _SECTION.findall(text):
+        found = _COMMIT.search(body)
+        if not found:
+            raise RuntimeError(f"CHANGELOG.md: release {version_} names no full commit (commit `<40 hex>`)")
+        out.append(Release(version_, found.group(1)))
+    return sorted(out, key=lambda r: _release(r.version))
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+
+
+def _has_commit(root: Path, sha: str) -> bool:
+    return _git(root, "cat-file", "-e", f"{sha}^{{commit}}").returncode == 0
+
+
+def ensure_commit(release: Release, root: Path = ROOT) -> None:
+    """`release`'s commit in this clone: a shallow clone is deepened from its origin; raises
+    when it still is not there."""
+    if not _has_commit(root, release.commit):
+        _git(root, "fetch", "--quiet", "--unshallow")
+        _git(root, "fetch", "--quiet", "origin", release.commit)
+    if not _has_commit(root, release.commit):
+        raise RuntimeError(f"release {release.tag}'s commit {release.commit} is not in {root} "
+                           f"(a shallow clone?); `git fetch --unshallow` brings it")
+
+
+def previous_release(current: str | None = None, root: Path = ROOT) -> Release:
+    """The newest release CHANGELOG.md records below `current` (default: this checkout's
+    version; a dev version 0.4.0.dev0 counts as 0.4.0), its commit present in this clone (a
+    shallow clone is deepened from its origin). Raises when there is none, or its commit cannot
+    be had; a tag of the same name must name the same commit."""
     current = current or version()
     below = _release(current)
-    tags = subprocess.run(["git", "-C", str(root), "tag", "-l", "v*"], capture_output=True, text=True,
-                          check=True).stdout.split()
-    older = sorted((_release(t), t) for t in tags
-                   if re.fullmatch(r"v\d+\.\d+\.\d+", t) and _release(t) < below)
+    older = [r for r in recorded_releases(root) if _release(r.version) < below]
     if not older:
-        raise RuntimeError(f"no release tag below {current} in {root} (tags: {tags or 'none'}); "
-                           f"`git fetch --tags` brings them")
-    return older[-1][1]
+        raise RuntimeError(f"no release below {current} recorded in {root / 'CHANGELOG.md'}")
+    release = older[-1]
+    ensure_commit(release, root)
+    tagged = _git(root, "rev-parse", "--verify", "--quiet", f"refs/tags/{release.tag}^{{commit}}")
+    if tagged.returncode == 0 and tagged.stdout.strip() != release.commit:
+        raise RuntimeError(f"tag {release.tag} names {tagged.stdout.strip()}, CHANGELOG.md says "
+                           f"{release.commit}: one of them is wrong")
+    return release
 
 
 @contextlib.contextmanager
-def release_tree(tag: str, folder: Path, root: Path = ROOT) -> Iterator[Path]:
-    """A worktree of `tag` in `folder`, removed afterwards."""
-    tree = folder / f"release-{tag}"
-    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", "--force", str(tree), tag],
+def release_tree(release: Release, folder: Path, root: Path = ROOT) -> Iterator[Path]:
+    """A worktree of `release`'s commit in `folder`, removed afterwards."""
+    tree = folder / f"release-{release.tag}"
+    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", "--force", str(tree),
+                    release.commit],
                    check=True, capture_output=True, text=True)
     try:
         yield tree
@@ -82,10 +138,11 @@ def longest_pause(times: list[float], start: float, end: float) -> float:
 
 
 async def rolling_upgrade(rate: float, seconds: float, *, settle_s: float = 180.0,
-                          tag: str | None = None) -> Row:
-    tag = tag or previous_release()
+                          release: Release | None = None) -> Row:
+    release = release or previous_release()
+    tag = release.tag
     folder = Path(tempfile.mkdtemp(prefix="upgrade-"))
-    with release_tree(tag, folder) as old_root:
+    with release_tree(release, folder) as old_root:
         # Step timeouts that outlast a worker's replacement (as the harness's outage scenarios
         # do): a saga giving up a step during the pause ends compensated, rightly, but not as
         # the participants' choices say.
@@ -120,11 +177,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", type=float, default=20.0, help="sagas started per second")
     p.add_argument("--seconds", type=float, default=60.0, help="of load; the workers are replaced during it")
-    p.add_argument("--tag", help="the release to upgrade from (default: the previous one)")
+    p.add_argument("--from", dest="from_version", metavar="X.Y.Z",
+                   help="the release to upgrade from, as CHANGELOG.md records it (default: the previous one)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        row = asyncio.run(rolling_upgrade(args.rate, args.seconds, tag=args.tag))
+        chosen = None
+        if args.from_version:
+            wanted = args.from_version.lstrip("v")
+            chosen = next((r for r in recorded_releases() if r.version == wanted), None)
+            if chosen is None:
+                raise SystemExit(f"upgrade: no release {args.from_version} in CHANGELOG.md")
+        row = asyncio.run(rolling_upgrade(args.rate, args.seconds, release=chosen))
     except Exception as exc:
         logging.exception("the upgrade test failed")
         row = Row("rolling upgrade", 0, 0, 0, 0, 0, note=f"FAILED: {exc!r}"[:500])
