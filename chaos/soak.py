@@ -44,7 +44,7 @@ from common.version import commit, version
 from tests.support.flows import TERMINAL_EVENTS
 from tests.support.worker import ROOT, Worker
 
-__all__ = ["Sample", "soak", "trend"]
+__all__ = ["Sample", "soak", "steps_in_interval", "trend"]
 
 log = logging.getLogger("chaos.soak")
 
@@ -57,9 +57,11 @@ class Sample:
     rss_mib: float
     fds: int
     rocksdb_mib: float
-    step_p99_ms: float | None  # None: no step in the interval
+    step_p99_ms: float | None  # None: no step in the interval, or no worker answered /metrics;
+    # the histogram's top bound (10 s) means at least that
     lag: int
     sagas_live: int
+    ended: int  # sagas ended so far (their terminal notice seen): its slope is the throughput
     fault: str = ""
 
 
@@ -109,18 +111,34 @@ async def _lag(group: str, bootstrap: str) -> int:
         await admin.close()
 
 
-async def _steps(workers: list[Worker]) -> list[tuple[float, float]] | None:
-    """The workers' step histograms summed (cumulative buckets); None if none answered."""
-    total: dict[float, float] = {}
+async def _steps(workers: list[Worker]) -> dict[int, list[tuple[float, float]]]:
+    """Each answering worker's step histogram (cumulative buckets), by its process id."""
+    out: dict[int, list[tuple[float, float]]] = {}
     for w in workers:
+        if w.proc is None:
+            continue
         try:
             status, text = await w.get("/metrics")
+            if status == 200:
+                out[w.proc.pid] = step_buckets(str(text))
         except Exception:
-            continue
-        if status == 200:
-            for le, n in step_buckets(str(text)):
-                total[le] = total.get(le, 0.0) + n
-    return sorted(total.items()) if total else None
+            continue  # busy or restarting: this interval goes without it
+    return out
+
+
+def steps_in_interval(now: dict[int, list[tuple[float, float]]],
+                      before: dict[int, list[tuple[float, float]]]) -> list[tuple[float, float]] | None:
+    """The steps taken between two scrapes, summed over the workers: each worker's buckets
+    minus its own previous ones (a new process, a restarted one, counts from zero); a worker
+    that did not answer now adds nothing. None when no worker answered."""
+    if not now:
+        return None
+    total: dict[float, float] = {}
+    for pid, buckets in now.items():
+        prior = dict(before.get(pid, []))
+        for le, n in buckets:
+            total[le] = total.get(le, 0.0) + max(0.0, n - prior.get(le, 0.0))
+    return sorted(total.items())
 
 
 def trend(samples: list[Sample], first_cycle_end_s: float) -> dict[str, Any]:
@@ -208,19 +226,20 @@ async def soak(rate: float, seconds: float, fault_every_s: float, sample_s: floa
         while not load.done() or (faulting is not None and not faulting.done()):
             await asyncio.sleep(sample_s)
             t = time.monotonic() - begin
-            if t >= next_fault and t < seconds - fault_every_s / 2 and (faulting is None or faulting.done()):
+            if (fault_every_s > 0 and t >= next_fault and t < seconds - fault_every_s / 2
+                    and (faulting is None or faulting.done())):
                 kind = CYCLE[n_fault % len(CYCLE)]
                 log.warning("soak: %s at %.0f s", kind, t)
                 faulting = asyncio.ensure_future(fault(kind))
                 pending_fault, n_fault, next_fault = kind, n_fault + 1, next_fault + fault_every_s
             pids = [p for wk in w.workers for p in _processes(wk)]
             steps = await _steps(w.workers)
+            delta = steps_in_interval(steps, last_steps)
             p99 = None
-            if steps and last_steps and len(steps) == len(last_steps):
-                delta = [(le, a - b) for (le, a), (_, b) in zip(steps, last_steps, strict=True)]
-                if delta[-1][1] > 0:
-                    p99 = bucket_quantile(delta, 0.99) * 1000
-            last_steps = steps or last_steps
+            if delta and delta[-1][1] > 0:  # past the top bucket: at least its bound, charted so
+                top = max(le for le, _ in delta if le != float("inf"))
+                p99 = min(bucket_quantile(delta, 0.99), top) * 1000
+            last_steps = {**last_steps, **steps}
             try:
                 lag = await _lag(w.names.app_id, w.kafka_bootstrap)
             except Exception:
@@ -234,8 +253,9 @@ async def soak(rate: float, seconds: float, fault_every_s: float, sample_s: floa
             samples.append(Sample(t_s=round(t, 1), rss_mib=round(sum(_rss_mib(p) for p in pids), 1),
                                   fds=sum(_fds(p) for p in pids),
                                   rocksdb_mib=round(sum(_size_mib(wk.datadir) for wk in w.workers), 1),
-                                  step_p99_ms=p99 if p99 != float("inf") else None, lag=lag,
+                                  step_p99_ms=p99, lag=lag,
                                   sagas_live=len(w.started) - len(ended & w.started.keys()),
+                                  ended=len(ended),
                                   fault=pending_fault))
             pending_fault = ""
             if faulting is not None and faulting.done() and faulting.exception() is not None:
@@ -246,8 +266,17 @@ async def soak(rate: float, seconds: float, fault_every_s: float, sample_s: floa
         w.keep = not row.clean
     verdict = trend(samples, fault_every_s * (len(CYCLE) + 1))
     _write(out, samples, row, verdict, rate=rate, seconds=seconds, fault_every_s=fault_every_s,
-           faults=n_fault)
+           faults=n_fault, ended_per_s=throughput(samples, seconds))
     return row, samples, verdict
+
+
+def throughput(samples: list[Sample], seconds: float) -> float | None:
+    """Sagas ended per second over the load's second half (the slope of `ended`): with a rate
+    above what the workers keep up with, and no faults, the sustained maximum."""
+    during = [s for s in samples if seconds / 2 <= s.t_s <= seconds]
+    if len(during) < 2 or during[-1].t_s <= during[0].t_s:
+        return None
+    return round((during[-1].ended - during[0].ended) / (during[-1].t_s - during[0].t_s), 1)
 
 
 def _write(out: Path, samples: list[Sample], row: Row, verdict: dict[str, Any], **run: Any) -> None:
@@ -271,20 +300,25 @@ def main() -> None:
                         "keep up with under its faults here; 215, half one worker's burst maximum, outran "
                         "this machine: bench/results/soak-2026-12-04-trial-215)")
     p.add_argument("--seconds", type=float, default=3600.0)
-    p.add_argument("--fault-every-s", type=float, default=240.0)
+    p.add_argument("--fault-every-s", type=float, default=240.0,
+                   help="seconds between faults; 0: none (with a rate above the maximum, the "
+                        "summary's ended_per_s is the sustained maximum)")
     p.add_argument("--sample-s", type=float, default=10.0)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     out = args.out or ROOT / "bench" / "results" / f"soak-{time.strftime('%Y-%m-%d')}"
     try:
-        row, _, verdict = asyncio.run(soak(args.rate, args.seconds, args.fault_every_s, args.sample_s, out))
+        row, samples, verdict = asyncio.run(soak(args.rate, args.seconds, args.fault_every_s, args.sample_s,
+                                                 out))
     except Exception as exc:
         logging.exception("the soak failed")
         row, verdict = Row("soak", 0, 0, 0, 0, 0, note=f"FAILED: {exc!r}"[:500]), {"verdict": "failed"}
+        samples = []
     print()
     print_table([row])
     print(f"trend after the first cycle: {json.dumps(verdict)}")
+    print(f"sagas ended per second over the load's second half: {throughput(samples, args.seconds)}")
     print(f"samples, charts and summary: {out}")
     sys.stdout.flush()
     sys.stderr.flush()
