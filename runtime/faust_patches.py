@@ -86,7 +86,7 @@ from faust.types import TP, Message, ProducerT, StreamT
 from mode import Service
 
 __all__ = ["CHANGELOG_BUFFER_MAX", "REREAD_CHECK_S", "ManualAckEvent", "SagaApp", "Transport", "acknowledge",
-           "manual_ack", "reread_stalled"]
+           "committed_offset", "manual_ack", "reread_stalled"]
 
 log = logging.getLogger(__name__)
 #: Seconds before a partition is read again once more from the same unacknowledged offset.
@@ -156,6 +156,13 @@ def reread_stalled(app: faust.App) -> None:
     consumer = app.consumer
     if isinstance(consumer, _Consumer):
         consumer.reread_stalled()
+
+
+def committed_offset(app: faust.App, topic: str, partition: int) -> int | None:
+    """The offset this worker last committed on `topic`'s `partition` (the next record its
+    agent reads after a restart), or None: nothing committed, or not this worker's."""
+    committed = getattr(app.consumer, "_committed_offset", None)  # Faust keeps it per partition
+    return None if committed is None else cast("int | None", committed.get(TP(topic, partition)))
 
 
 async def acknowledge(stream: StreamT[Any], event: Any) -> None:
