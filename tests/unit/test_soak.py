@@ -41,3 +41,14 @@ def test_the_trend_verdict_sees_growth_after_the_first_cycle_only() -> None:
     verdict = trend(growing, first_cycle_end_s=100)
     assert verdict["rss_mib"]["grew"] is True and verdict["verdict"] != "no trend up"
     assert "too short" in trend(flat[:5], first_cycle_end_s=0)["verdict"]
+
+
+def test_rocksdb_may_grow_by_the_tombstones_of_the_sagas_ended_meanwhile() -> None:
+    # 10,000 sagas ended per 10 s; RocksDB grows 5 MiB per 10 s (~524 bytes a saga): tombstones
+    tombstones = [_sample(t, 500.0, rocks=100.0 + t / 2, ended=1000 * t) for t in range(0, 400, 10)]
+    verdict = trend(tombstones, first_cycle_end_s=0)
+    assert verdict["rocksdb_mib"]["grew"] is False and verdict["verdict"] == "no trend up"
+    assert verdict["rocksdb_mib"]["tombstones_allowed_mib"] > 0
+    # the same growth with no saga ended is a leak
+    leak = [_sample(t, 500.0, rocks=100.0 + t / 2, ended=0) for t in range(0, 400, 10)]
+    assert trend(leak, first_cycle_end_s=0)["rocksdb_mib"]["grew"] is True
