@@ -41,6 +41,8 @@ REFIRE_AFTER_S = 30.0
 
 @dataclass
 class _Fired:
+    entry: bytes  # the index entry's value: the deadline fired (a later one of the saga's in
+    # the same window has the same key, and another value: it is not held back)
     at: float
     sent: asyncio.Future[Any]  # the produce: RecordMetadata (partition, offset) once in Kafka
 
@@ -60,12 +62,12 @@ class Refires:
     def __len__(self) -> int:
         return len(self._fired)
 
-    def fired(self, key: bytes, now: float, sent: asyncio.Future[Any]) -> None:
-        self._fired[key] = _Fired(now, sent)
+    def fired(self, key: bytes, entry: bytes, now: float, sent: asyncio.Future[Any]) -> None:
+        self._fired[key] = _Fired(entry, now, sent)
 
-    def waiting(self, now: float) -> set[bytes]:
-        """The keys not to fire now."""
-        return {key for key, f in self._fired.items() if not self._may_refire(f, now)}
+    def waiting(self, now: float) -> dict[bytes, bytes]:
+        """The entries not to fire now: index key -> the value fired."""
+        return {key: f.entry for key, f in self._fired.items() if not self._may_refire(f, now)}
 
     def _may_refire(self, f: _Fired, now: float) -> bool:
         if not f.sent.done():
@@ -119,7 +121,7 @@ async def fire_due(now: float) -> int:
         )
         envelope = SagaEnvelope(event=ev, received_at=f["due_at"])
         sent = await saga_events.send(key=f["saga_id"].encode(), value=envelope.model_dump_json().encode())
-        REFIRES.fired(key, now, asyncio.ensure_future(sent))
+        REFIRES.fired(key, DEADLINES.entry(partition, key) or b"", now, asyncio.ensure_future(sent))
         fired += 1
         latest = max(latest, now - f["due_at"])
     if not capped:  # forget deadlines the sagas have applied (they left the index)

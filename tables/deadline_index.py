@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -87,25 +87,28 @@ def deadline_event_fields(saga_id: str, d: Deadline) -> bytes:
     return stamp(json.dumps(fields, separators=(",", ":")).encode(), INDEX_VERSION)
 
 
-def due_in_db(db: Any, now: float, skip: Container[bytes] = (),
+def due_in_db(db: Any, now: float, skip: Mapping[bytes, bytes] | None = None,
               from_key: bytes = b"0") -> Iterator[tuple[bytes, dict[str, Any] | None]]:
-    """(key, deadline fields) of the entries of one partition's index due at `now`; for a
-    key in `skip` the fields are not decoded (None).
+    """(key, deadline fields) of the entries of one partition's index due at `now`; for an
+    entry `skip` holds (its key, with the same value: the same deadline, not a later one of
+    the saga's in the same window) the fields are not decoded (None).
 
     Reads in key order from `from_key` (the first window) and stops at the first window
     after now's: the cost is the number of entries in past and current windows, not the
     database size."""
     current = b"%010d:" % _window(now)
     last = b"%010d;" % _window(now)  # ';' sorts after ':', so the whole current window is in
+    skip = skip or {}
     for key, value in db.items(from_key=from_key):
         if key > last:
             break
+        skipped = skip.get(key) == value
         if key < current:  # an earlier window: due, whatever its exact time
-            yield key, (None if key in skip else json.loads(value))
+            yield key, (None if skipped else json.loads(value))
             continue
         fields = json.loads(value)
         if fields["due_at"] <= now:
-            yield key, (None if key in skip else fields)
+            yield key, (None if skipped else fields)
 
 
 def _options() -> Options:
@@ -268,8 +271,9 @@ class DeadlineIndex:
         del self.db(partition)[retention_key(saga_id, updated_at + self.retention_s)]
 
     def due(self, partitions: Iterable[int], now: float,
-            skip: Container[bytes] = ()) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
-        """(partition, key, deadline fields or None if skipped) of every entry due at `now`."""
+            skip: Mapping[bytes, bytes] | None = None) -> Iterator[tuple[int, bytes, dict[str, Any] | None]]:
+        """(partition, key, deadline fields or None if skipped) of every entry due at `now`;
+        `skip`: key -> value of entries not to fire now (see `due_in_db`)."""
         for p in partitions:
             db = self.db(p)
             start = self._due_from.get(p, b"0")
@@ -284,6 +288,11 @@ class DeadlineIndex:
                 yield p, key, fields
             if first is None:  # nothing due: every entry left is in this window or later
                 self._due_from[p] = max(start, window_start)
+
+    def entry(self, partition: int, key: bytes) -> bytes | None:
+        """The index's value under `key` (a deadline's fields as stored)."""
+        value = self.db(partition).get(key)
+        return None if value is None else bytes(value)
 
     def check(self, partition: int, key: bytes, fields: dict[str, Any]) -> bool:
         """Is this entry the saga's current deadline? If not, it leaves the index."""

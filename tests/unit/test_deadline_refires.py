@@ -12,8 +12,10 @@ from types import SimpleNamespace
 import pytest
 
 from agents.deadlines import Refires
+from tables.deadline_index import due_in_db
 
 KEY = b"0000000123:saga-1"
+ENTRY = b'{"saga_id":"saga-1","attempt":1}'
 
 
 def _sent(loop: asyncio.AbstractEventLoop, *, offset: int | None = None,
@@ -26,6 +28,13 @@ def _sent(loop: asyncio.AbstractEventLoop, *, offset: int | None = None,
     return fut
 
 
+class _Index(dict[bytes, bytes]):
+    """One partition's index as due_in_db reads it (rocksdict's items(from_key=...))."""
+
+    def items(self, from_key: bytes = b"") -> list[tuple[bytes, bytes]]:  # type: ignore[override]
+        return sorted((k, v) for k, v in super().items() if k >= from_key)
+
+
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
@@ -36,7 +45,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 def test_a_deadline_waiting_in_a_backlog_is_not_fired_again(loop: asyncio.AbstractEventLoop) -> None:
     committed = {3: 100}
     refires = Refires(committed.get, after_s=30.0)
-    refires.fired(KEY, now=0.0, sent=_sent(loop, offset=500))
+    refires.fired(KEY, ENTRY, now=0.0, sent=_sent(loop, offset=500))
     # Long past the interval, but the agent has not read as far as the event: it waits.
     assert KEY in refires.waiting(now=600.0)
     committed[3] = 500
@@ -47,30 +56,43 @@ def test_a_deadline_waiting_in_a_backlog_is_not_fired_again(loop: asyncio.Abstra
 
 def test_not_before_the_interval_even_when_read(loop: asyncio.AbstractEventLoop) -> None:
     refires = Refires({3: 1000}.get, after_s=30.0)
-    refires.fired(KEY, now=0.0, sent=_sent(loop, offset=500))
+    refires.fired(KEY, ENTRY, now=0.0, sent=_sent(loop, offset=500))
     assert KEY in refires.waiting(now=29.0)
     assert KEY not in refires.waiting(now=30.0)
 
 
 def test_a_queued_send_waits_and_a_failed_one_fires_again_at_once(loop: asyncio.AbstractEventLoop) -> None:
     refires = Refires({3: 1000}.get, after_s=30.0)
-    refires.fired(KEY, now=0.0, sent=_sent(loop))  # not produced yet
+    refires.fired(KEY, ENTRY, now=0.0, sent=_sent(loop))  # not produced yet
     assert KEY in refires.waiting(now=3600.0)
-    refires.fired(KEY, now=0.0, sent=_sent(loop, error=True))
+    refires.fired(KEY, ENTRY, now=0.0, sent=_sent(loop, error=True))
     assert KEY not in refires.waiting(now=0.1)
 
 
 def test_a_partition_no_longer_committed_here_is_not_fired_from_here(loop: asyncio.AbstractEventLoop) -> None:
     none: dict[int, int] = {}
     refires = Refires(none.get, after_s=30.0)
-    refires.fired(KEY, now=0.0, sent=_sent(loop, offset=5))
+    refires.fired(KEY, ENTRY, now=0.0, sent=_sent(loop, offset=5))
     assert KEY in refires.waiting(now=3600.0)
 
 
 def test_entries_that_left_the_index_are_forgotten(loop: asyncio.AbstractEventLoop) -> None:
     none: dict[int, int] = {}
     refires = Refires(none.get)
-    refires.fired(KEY, now=0.0, sent=_sent(loop, offset=5))
-    refires.fired(b"other", now=0.0, sent=_sent(loop, offset=6))
+    refires.fired(KEY, ENTRY, now=0.0, sent=_sent(loop, offset=5))
+    refires.fired(b"other", ENTRY, now=0.0, sent=_sent(loop, offset=6))
     refires.forget_except({b"other"})
     assert len(refires) == 1 and KEY not in refires.waiting(now=0.0)
+
+
+def test_a_later_deadline_under_the_same_key_is_not_held_back(loop: asyncio.AbstractEventLoop) -> None:
+    """Keys are the due window (1 s) and the saga id: the saga's next deadline, due in the same
+    second (a short backoff), has the same key and another value. Only the value fired waits."""
+    db = _Index({KEY: ENTRY})
+    refires = Refires({3: 0}.get, after_s=30.0)
+    refires.fired(KEY, ENTRY, now=0.0, sent=_sent(loop, offset=5))
+    assert [k for k, f in due_in_db(db, now=2e9, skip=refires.waiting(now=1.0))] == [KEY]
+    assert [f for k, f in due_in_db(db, now=2e9, skip=refires.waiting(now=1.0))] == [None]  # held
+    db[KEY] = b'{"saga_id":"saga-1","attempt":2,"due_at":0}'
+    assert [f for k, f in due_in_db(db, now=2e9, skip=refires.waiting(now=1.0))] == [
+        {"saga_id": "saga-1", "attempt": 2, "due_at": 0}]
