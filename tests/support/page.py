@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
@@ -65,7 +66,20 @@ class Page:
             await asyncio.sleep(0.25)
 
     async def click(self, css: str) -> None:
-        await self.run(lambda: self.driver.find_element(By.CSS_SELECTOR, css).click())
+        """Click the first element `css` finds. The page redraws its tables at each refresh:
+        an element found just before a redraw is gone when clicked (stale), so it is found
+        again, a few times at most."""
+
+        def go() -> None:
+            for attempt in range(5):
+                try:
+                    self.driver.find_element(By.CSS_SELECTOR, css).click()
+                    return
+                except StaleElementReferenceException:
+                    if attempt == 4:
+                        raise
+
+        await self.run(go)
 
     async def type(self, css: str, text: str) -> None:
         def go() -> None:
