@@ -214,8 +214,11 @@ async def soak(rate: float, seconds: float, fault_every_s: float, sample_s: floa
     # not as the participants' choices say.
     # Finished sagas leave the live tables after 2 minutes (SAGA_RETENTION_S), so that the
     # state reaches its steady size within the first cycle: the trend after it is the
-    # tombstones', and any leak's.
-    world = World(env={"SAGA_CREATE_ALLIANCE_TIMEOUT_S": "90", "SAGA_RETENTION_S": "120"})
+    # tombstones', and any leak's. Every step waits 2 minutes for its reply (the harness's
+    # 5 s is for its short scenarios): a reply held up by a fault's backlog is late, not
+    # missing, and the undo steps' 5 s gave up on replies on their way (compensation_failed).
+    world = World(env={"SAGA_CREATE_ALLIANCE_TIMEOUT_S": "90", "SAGA_REPLY_TIMEOUT_S": "120",
+                       "SAGA_RETENTION_S": "120"})
     async with world as w:
         assert w.lifecycle is not None
         begin = time.monotonic()
