@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import logging
@@ -103,16 +104,18 @@ def _processes(w: Worker) -> list[int]:
 async def _lag(group: str, bootstrap: str) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await admin.start()
-    await consumer.start()
-    try:
+    try:  # both stopped even when a start fails (Kafka down): a client left started retries forever
+        await admin.start()
+        await consumer.start()
         committed = await admin.list_consumer_group_offsets(group)
         tps = [tp for tp, meta in committed.items() if meta.offset >= 0]
         ends = await consumer.end_offsets(tps) if tps else {}
         return sum(max(0, ends[tp] - committed[tp].offset) for tp in tps)
     finally:
-        await consumer.stop()
-        await admin.close()
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        with contextlib.suppress(Exception):
+            await admin.close()
 
 
 async def _steps(workers: list[Worker]) -> dict[int, list[tuple[float, float]]]:
