@@ -327,9 +327,9 @@ def _write(out: Path, samples: list[Sample], row: Row, verdict: dict[str, Any], 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", type=float, default=40.0,
-                   help="sagas started per second (default 40, the fault harness's rate, which two workers "
-                        "keep up with under its faults here; 215, half one worker's burst maximum, outran "
-                        "this machine: bench/results/soak-2026-12-04-trial-215)")
+                   help="sagas started per second (default 40, the fault harness's rate; half of what two "
+                        "workers sustain here is ~138: measure yours with --fault-every-s 0 and a rate "
+                        "above it, bench/results/soak-2026-12-04-capacity-*)")
     p.add_argument("--seconds", type=float, default=3600.0)
     p.add_argument("--fault-every-s", type=float, default=240.0,
                    help="seconds between faults; 0: none (with a rate above the maximum, the "
