@@ -6,6 +6,7 @@ so `app.table_route` sends a web request to the worker that owns the key.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -15,12 +16,15 @@ from faust.types import EventT
 
 from runtime.app import app, cfg
 from tables.deadline_index import DeadlineIndex
+from tables.replay import newer_only
 from tables.writer import Producer, TableWriter
 
 if TYPE_CHECKING:
     from faust.stores.rocksdb import Store as RocksDBStore
 
 __all__ = ["DEADLINES", "WRITER", "SagaTable", "partner_sagas", "sagas"]
+
+log = logging.getLogger(__name__)
 
 
 #: RocksDB memory per partition database. Faust's defaults (64 MiB write buffers, three of
@@ -54,8 +58,27 @@ class SagaTable(faust.Table[str, bytes]):
 
     def apply_changelog_batch(self, batch: Iterable[EventT[bytes]]) -> None:
         events = list(batch)
-        super().apply_changelog_batch(events)
-        self.index.on_changelog((e.message.partition, e.message.key, e.message.value) for e in events)
+        # A replayed state older than the stored one is not applied (tables/replay.py).
+        kept, stale = newer_only([e.message for e in events], _stored_value)
+        applied = [events[i] for i in kept]
+        super().apply_changelog_batch(applied)
+        if stale:
+            log.warning("sagas changelog replay: %d record(s) older than the stored states not applied",
+                        stale)
+            # The persisted offsets still cover the whole batch: its stale records were read.
+            store = cast("RocksDBStore", self.data)
+            last: dict[Any, int] = {}
+            for e in events:
+                last[e.message.tp] = max(e.message.offset, last.get(e.message.tp, -1))
+            for tp, offset in last.items():
+                if offset > (store.persisted_offset(tp) or -1):
+                    store.set_persisted_offset(tp, offset)
+        self.index.on_changelog((e.message.partition, e.message.key, e.message.value) for e in applied)
+
+
+def _stored_value(partition: int, key: bytes) -> bytes | None:
+    value = _stored_states(partition).get(key)
+    return None if value is None else bytes(value)
 
 
 def _stored_states(partition: int) -> Any:
