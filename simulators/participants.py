@@ -75,23 +75,23 @@ class _Made:
     the simulated alianzas below the load)."""
 
     def __init__(self) -> None:
-        self.by_command: dict[str, tuple[str, str]] = {}
+        self._by_command: dict[str, tuple[str, str]] = {}
         self._by_resource: dict[str, set[str]] = {}
 
     def add(self, command_id: str, partner_id: str, resource_id: str) -> None:
-        self.by_command[command_id] = (partner_id, resource_id)
+        self._by_command[command_id] = (partner_id, resource_id)
         self._by_resource.setdefault(resource_id, set()).add(command_id)
 
     def values(self) -> Iterable[tuple[str, str]]:
-        return self.by_command.values()
+        return self._by_command.values()
 
     def undo(self, named: str | None, command_ids: Iterable[str]) -> str | None:
         """Remove what `named` (a resource id) or `command_ids` made; the id undone, or None."""
         found = None
         commands = set(self._by_resource.get(named, ())) if named is not None else set()
-        commands.update(c for c in command_ids if c in self.by_command)
+        commands.update(c for c in command_ids if c in self._by_command)
         for cmd in commands:
-            _, found = self.by_command.pop(cmd)
+            _, found = self._by_command.pop(cmd)
             owners = self._by_resource.get(found)
             if owners is not None:
                 owners.discard(cmd)
@@ -114,8 +114,8 @@ class Participants:
     commands_seen: Counter[str] = field(default_factory=Counter)  # command id -> times received
     _replies: dict[str, bytes | None] = field(default_factory=dict)
     # what each create command made, while it lives (see `_Made`)
-    _partners: _Made = field(default_factory=lambda: _Made())
-    _alliances: _Made = field(default_factory=lambda: _Made())
+    _partners: _Made = field(default_factory=_Made)
+    _alliances: _Made = field(default_factory=_Made)
     _client: apulsar.Client | None = None
     _producers: dict[str, apulsar.Producer] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
